@@ -1,0 +1,37 @@
+# The README names these targets. Each creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: run test lint fmt chaos bench clean install
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# One stamp per set of extras, redone when pyproject.toml changes.
+$(VENV)/.stamp-%: pyproject.toml | $(BIN)/python
+	$(PIP) install -e ".[$(subst +,$(comma),$*)]"
+	touch $@
+
+comma := ,
+
+install: $(VENV)/.stamp-embedded+flower+test+dev
+
+run: $(VENV)/.stamp-embedded
+	CAR_DREAM_INTERVAL_SECS=$${CAR_DREAM_INTERVAL_SECS:-10} $(BIN)/car-dream dev
+
+test: $(VENV)/.stamp-embedded+flower+test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.stamp-embedded+flower+test+dev
+	$(BIN)/ruff check car_dream tests
+	$(BIN)/ruff format --check car_dream tests
+	$(BIN)/mypy
+
+fmt: $(VENV)/.stamp-embedded+flower+test+dev
+	$(BIN)/ruff format car_dream tests
+	$(BIN)/ruff check --fix car_dream tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,49 @@
+"""The one exception hierarchy of car-dream."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CarDreamError",
+    "ConfigError",
+    "InvalidInputError",
+    "UnknownNodeError",
+    "SupersededNodeError",
+    "LockLostError",
+    "PassCancelledError",
+    "PassFailedError",
+]
+
+
+class CarDreamError(Exception):
+    """Base class of every error car-dream raises on purpose."""
+
+
+class ConfigError(CarDreamError):
+    """A setting is invalid; the message names the environment variable."""
+
+
+class InvalidInputError(CarDreamError, ValueError):
+    """An ingest call or record failed validation; nothing was written."""
+
+
+class UnknownNodeError(CarDreamError, KeyError):
+    """A node named as premise or supersession target does not exist."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; a sentence reads better
+        return str(self.args[0]) if self.args else ""
+
+
+class SupersededNodeError(CarDreamError):
+    """The node is already superseded and cannot be written again."""
+
+
+class LockLostError(CarDreamError):
+    """The pass no longer holds its namespace lock; it must stop writing."""
+
+
+class PassCancelledError(CarDreamError):
+    """The pass was cancelled by an operator; it stops between batches."""
+
+
+class PassFailedError(CarDreamError):
+    """A consolidation pass failed; the message carries the report's reason."""

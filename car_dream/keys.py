@@ -1,0 +1,140 @@
+"""Every Redis key name car-dream uses, built in one place.
+
+All keys of a namespace share the hash tag ``{ns}`` so a namespace lives in one
+Redis Cluster slot and the Lua scripts may touch any of them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["Keys", "validate_namespace", "validate_node_id", "NAMESPACE_RE", "NODE_ID_RE"]
+
+NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# Ids travel inside key names: no braces (hash tags), no whitespace, bounded length.
+NODE_ID_RE = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,200}$")
+
+REDBEAT_PREFIX = "car-dream:redbeat"
+DREAM_ENTRY_NAME = "car-dream"
+
+
+def validate_namespace(namespace: str) -> str:
+    if not isinstance(namespace, str) or not NAMESPACE_RE.match(namespace):
+        raise ValueError(
+            f"invalid namespace {namespace!r}: use 1-64 letters, digits, '-', '_' or '.'"
+        )
+    return namespace
+
+
+def validate_node_id(node_id: str) -> str:
+    if not isinstance(node_id, str) or not NODE_ID_RE.match(node_id):
+        raise ValueError(
+            f"invalid node id {node_id!r}: use 1-200 characters from "
+            "letters, digits and _ . : @ / + = -"
+        )
+    return node_id
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names of one namespace: ``car-dream:{ns}:...``."""
+
+    namespace: str
+
+    def __post_init__(self) -> None:
+        validate_namespace(self.namespace)
+
+    @property
+    def prefix(self) -> str:
+        return f"car-dream:{{{self.namespace}}}:"
+
+    def node(self, node_id: str) -> str:
+        """Hash with the node's fields and, once embedded, its vector."""
+        return f"{self.prefix}node:{node_id}"
+
+    def dependents(self, node_id: str) -> str:
+        """Set of conclusion ids that cite ``node_id`` as a premise."""
+        return f"{self.prefix}deps:{node_id}"
+
+    def kind(self, kind: str) -> str:
+        """Set of the ids of every node of one kind."""
+        return f"{self.prefix}kind:{kind}"
+
+    @property
+    def expiry(self) -> str:
+        """Sorted set: prunable environment node id -> expires_at (epoch seconds)."""
+        return f"{self.prefix}idx:expiry"
+
+    @property
+    def collectable(self) -> str:
+        """Sorted set: superseded, unpinned node id -> superseded_at."""
+        return f"{self.prefix}idx:gc"
+
+    @property
+    def invalidate(self) -> str:
+        """Set of conclusions whose premises changed and must be re-checked."""
+        return f"{self.prefix}idx:invalidate"
+
+    @property
+    def unembedded(self) -> str:
+        """Set of node ids without an embedding for the current model."""
+        return f"{self.prefix}idx:unembedded"
+
+    @property
+    def meta(self) -> str:
+        """Hash of namespace bookkeeping (embedding model, embedding version)."""
+        return f"{self.prefix}meta"
+
+    @property
+    def lock(self) -> str:
+        return f"{self.prefix}lock"
+
+    @property
+    def paused(self) -> str:
+        return f"{self.prefix}paused"
+
+    @property
+    def cancel(self) -> str:
+        """Holds the token of the pass an operator asked to cancel."""
+        return f"{self.prefix}cancel"
+
+    @property
+    def reports(self) -> str:
+        """Capped list of the last reports, newest first."""
+        return f"{self.prefix}reports"
+
+    @property
+    def reports_channel(self) -> str:
+        """Pub/sub channel on which every report is published as it is stored."""
+        return f"{self.prefix}reports:live"
+
+    @property
+    def traj_offsets(self) -> str:
+        """Hash: trajectory file name -> byte offset already consumed."""
+        return f"{self.prefix}traj:offsets"
+
+    @property
+    def traj_tools(self) -> str:
+        """Hash: ``<tool>|success`` / ``<tool>|failure`` -> count."""
+        return f"{self.prefix}traj:tools"
+
+    @property
+    def traj_sources(self) -> str:
+        """Hash: ``<source>|<outcome>`` -> count."""
+        return f"{self.prefix}traj:sources"
+
+    @property
+    def insight_ids(self) -> str:
+        """Hash: insight subject (``tool:x``, ``source:y``, ``model:z``) -> current fact id."""
+        return f"{self.prefix}insights"
+
+    @property
+    def profile_digests(self) -> str:
+        """Hash: model id -> digest of the profile last turned into a fact."""
+        return f"{self.prefix}profiles"
+
+    @property
+    def insight_dirty(self) -> str:
+        """Set of insight subjects whose counts changed but whose fact is not yet written."""
+        return f"{self.prefix}insights:dirty"

@@ -1,0 +1,53 @@
+"""The report every pass returns, stores and logs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+__all__ = ["ConsolidationReport", "PassStatus"]
+
+PassStatus = Literal["completed", "skipped", "cancelled", "lost_lock", "failed"]
+
+
+class ConsolidationReport(BaseModel):
+    """What one pass did. The first seven fields are the seed's."""
+
+    expired_pruned: int = 0
+    superseded_gc: int = 0
+    nodes_embedded: int = 0
+    trajectory_insights: int = 0
+    model_insights: int = 0
+    total_nodes: int = 0
+    embedding_coverage: float = 1.0
+    conclusions_invalidated: int = 0
+    skipped_records: int = 0
+    warnings: list[str] = Field(default_factory=list)
+    namespace: str = "default"
+    status: PassStatus = "completed"
+    reason: str | None = None
+    trailing: bool = False
+    lock_ttl_remaining: float | None = None
+    started_at: datetime
+    finished_at: datetime | None = None
+    duration_ms: float = 0.0
+
+    @property
+    def did_work(self) -> bool:
+        """The seed's trailing-run rule."""
+        return (
+            self.expired_pruned > 0
+            or self.superseded_gc > 0
+            or self.nodes_embedded > 0
+            or self.trajectory_insights > 0
+        )
+
+    def warn(self, message: str, *, skipped: int = 0) -> None:
+        # Cap the list: a file of a million bad lines must not make a megabyte report.
+        self.skipped_records += skipped
+        if len(self.warnings) < 50:
+            self.warnings.append(message)
+        elif len(self.warnings) == 50:
+            self.warnings.append("further warnings omitted")

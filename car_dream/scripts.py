@@ -1,0 +1,357 @@
+"""Lua scripts, as named constants, registered once per client by :class:`Scripts`.
+
+Every script receives the namespace key prefix as ``ARGV[1]`` and builds the other
+key names of the namespace from it. All of them share the namespace hash tag, so
+this is safe on Redis Cluster; ``KEYS[1]`` is always a key of the namespace so the
+script is routed to the right node.
+
+Destructive scripts are *fenced*: they first check that the namespace lock still
+holds ``running:<token>`` of the calling pass, and do nothing otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.commands.core import Script
+
+__all__ = ["Scripts"]
+
+# Shared helpers, prepended to each script. ``P`` is the key prefix.
+LIB = r"""
+local P = ARGV[1]
+local unpack = unpack or table.unpack
+local function nk(id) return P .. 'node:' .. id end
+
+local function queue_dependents(id)
+  local deps = redis.call('SMEMBERS', P .. 'deps:' .. id)
+  for _, c in ipairs(deps) do redis.call('SADD', P .. 'idx:invalidate', c) end
+end
+
+local function mark_superseded(id, by, now)
+  local k = nk(id)
+  redis.call('HSET', k, 'superseded_by', by, 'superseded_at', now)
+  redis.call('ZREM', P .. 'idx:expiry', id)
+  if redis.call('HGET', k, 'pinned') ~= '1' then
+    redis.call('ZADD', P .. 'idx:gc', now, id)
+  end
+  queue_dependents(id)
+end
+
+local function remove_node(id)
+  local k = nk(id)
+  local f = redis.call('HMGET', k, 'kind', 'premises', 'emb_model')
+  if not f[1] then return 0 end
+  if f[2] then
+    for _, p in ipairs(cjson.decode(f[2])) do redis.call('SREM', P .. 'deps:' .. p, id) end
+  end
+  queue_dependents(id)
+  redis.call('DEL', P .. 'deps:' .. id)
+  redis.call('UNLINK', k)
+  redis.call('SREM', P .. 'kind:' .. f[1], id)
+  redis.call('ZREM', P .. 'idx:expiry', id)
+  redis.call('ZREM', P .. 'idx:gc', id)
+  redis.call('SREM', P .. 'idx:unembedded', id)
+  redis.call('SREM', P .. 'idx:invalidate', id)
+  if f[3] then redis.call('HINCRBY', P .. 'meta', 'emb_version', 1) end
+  return 1
+end
+
+-- Checks a write of node `id` of `kind` superseding `sup` citing `premises`.
+-- Returns nil when it may go ahead, else an error reply {code, detail}.
+local function check_write(id, kind, sup, premises)
+  local cur = redis.call('HMGET', nk(id), 'kind', 'superseded_by')
+  if cur[2] then return {'superseded', id} end
+  if cur[1] and cur[1] ~= kind then return {'kind', cur[1]} end
+  if sup ~= '' then
+    if redis.call('EXISTS', nk(sup)) == 0 then return {'unknown', sup} end
+    -- A new node may only supersede an older one: refuse a loop back to itself.
+    local walk, seen = sup, 0
+    while walk and seen < 1000 do
+      local back = redis.call('HGET', nk(walk), 'supersedes')
+      if back == id then return {'cycle', sup} end
+      walk, seen = back, seen + 1
+    end
+  end
+  for _, p in ipairs(premises) do
+    if p == id then return {'cycle', p} end
+    if redis.call('EXISTS', nk(p)) == 0 then return {'unknown', p} end
+  end
+  return nil
+end
+
+-- Writes (or rewrites) node `id`; `fields` is a flat list of name, value pairs
+-- that must include 'content'. An embedding survives a rewrite with the same content.
+local function write_node(id, kind, now, sup, premises, pinned, expires_at, fields)
+  local k = nk(id)
+  local old = redis.call('HMGET', k, 'content', 'emb', 'emb_model', 'premises')
+  if old[4] then
+    for _, p in ipairs(cjson.decode(old[4])) do redis.call('SREM', P .. 'deps:' .. p, id) end
+  end
+  redis.call('DEL', k)
+  local rev = redis.call('HINCRBY', P .. 'meta', 'rev', 1)
+  redis.call('HSET', k, 'kind', kind, 'rev', rev, 'pinned', pinned, 'written_at', now, unpack(fields))
+  if expires_at ~= '' then redis.call('HSET', k, 'expires_at', expires_at) end
+  local content = redis.call('HGET', k, 'content')
+  if old[2] and old[1] == content then
+    redis.call('HSET', k, 'emb', old[2], 'emb_model', old[3])
+  else
+    if old[2] then redis.call('HINCRBY', P .. 'meta', 'emb_version', 1) end
+    redis.call('SADD', P .. 'idx:unembedded', id)
+  end
+  redis.call('SADD', P .. 'kind:' .. kind, id)
+  if kind == 'environment' and expires_at ~= '' and pinned ~= '1' then
+    redis.call('ZADD', P .. 'idx:expiry', expires_at, id)
+  else
+    redis.call('ZREM', P .. 'idx:expiry', id)
+  end
+  if #premises > 0 then
+    redis.call('HSET', k, 'premises', cjson.encode(premises))
+    local stale = false
+    for _, p in ipairs(premises) do
+      redis.call('SADD', P .. 'deps:' .. p, id)
+      if redis.call('HEXISTS', nk(p), 'superseded_by') == 1 then stale = true end
+    end
+    if stale then redis.call('SADD', P .. 'idx:invalidate', id) end
+  end
+  if sup ~= '' then
+    redis.call('HSET', k, 'supersedes', sup)
+    mark_superseded(sup, id, now)
+  end
+  return old[1] and 0 or 1
+end
+
+local function fence(lock_key, token)
+  if redis.call('GET', lock_key) ~= 'running:' .. token then return 'lost' end
+  if redis.call('GET', P .. 'cancel') == token then return 'cancelled' end
+  return nil
+end
+"""
+
+# KEYS[1] node key. ARGV: prefix, id, kind, now, supersedes|'', premises json, pinned,
+# expires_at|'', then field name/value pairs.
+INGEST = (
+    LIB
+    + r"""
+local id, kind, now, sup = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local premises = cjson.decode(ARGV[6])
+local fields = {}
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+local err = check_write(id, kind, sup, premises)
+if err then return err end
+return {'ok', write_node(id, kind, now, sup, premises, ARGV[7], ARGV[8], fields)}
+"""
+)
+
+# KEYS[1] lock. ARGV: prefix, token, now, limit. Prunes expired environment nodes.
+PRUNE = (
+    LIB
+    + r"""
+local f = fence(KEYS[1], ARGV[2]) if f then return {f} end
+local ids = redis.call('ZRANGEBYSCORE', P .. 'idx:expiry', '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
+local n = 0
+for _, id in ipairs(ids) do n = n + remove_node(id) ; redis.call('ZREM', P .. 'idx:expiry', id) end
+return {'ok', n, #ids}
+"""
+)
+
+# KEYS[1] lock. ARGV: prefix, token, now, limit. Invalidates conclusions whose
+# premises are gone or superseded; their own dependents are queued in turn.
+INVALIDATE = (
+    LIB
+    + r"""
+local f = fence(KEYS[1], ARGV[2]) if f then return {f} end
+local ids = redis.call('SPOP', P .. 'idx:invalidate', tonumber(ARGV[4]))
+local n = 0
+for _, id in ipairs(ids) do
+  local c = redis.call('HMGET', nk(id), 'kind', 'premises', 'superseded_by')
+  if c[1] == 'conclusion' and not c[3] and c[2] then
+    local why = nil
+    for _, p in ipairs(cjson.decode(c[2])) do
+      local s = redis.call('HMGET', nk(p), 'kind', 'superseded_by')
+      if not s[1] then why = 'premise ' .. p .. ' removed' break end
+      if s[2] then why = 'premise ' .. p .. ' superseded' break end
+    end
+    if why then
+      mark_superseded(id, '', ARGV[3])
+      redis.call('HSET', nk(id), 'invalidated', why)
+      n = n + 1
+    end
+  end
+end
+return {'ok', n, #ids}
+"""
+)
+
+# KEYS[1] lock. ARGV: prefix, token, now, limit. Removes superseded, unpinned nodes.
+COLLECT = (
+    LIB
+    + r"""
+local f = fence(KEYS[1], ARGV[2]) if f then return {f} end
+local ids = redis.call('ZRANGE', P .. 'idx:gc', 0, tonumber(ARGV[4]) - 1)
+local n = 0
+for _, id in ipairs(ids) do
+  if redis.call('HGET', nk(id), 'pinned') == '1' then
+    redis.call('ZREM', P .. 'idx:gc', id)
+  else
+    n = n + remove_node(id)
+    redis.call('ZREM', P .. 'idx:gc', id)
+  end
+end
+return {'ok', n, #ids}
+"""
+)
+
+# KEYS[1] lock. ARGV: prefix, token, model, then id, rev, vector triples.
+# Stores an embedding only if the node was not rewritten since it was read.
+STORE_EMBEDDINGS = (
+    LIB
+    + r"""
+local f = fence(KEYS[1], ARGV[2]) if f then return {f} end
+local n = 0
+for i = 4, #ARGV, 3 do
+  local id, rev, vec = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local cur = redis.call('HGET', nk(id), 'rev')
+  if not cur then
+    redis.call('SREM', P .. 'idx:unembedded', id)
+  elseif cur == rev then
+    redis.call('HSET', nk(id), 'emb', vec, 'emb_model', ARGV[3])
+    redis.call('SREM', P .. 'idx:unembedded', id)
+    n = n + 1
+  end
+end
+if n > 0 then redis.call('HINCRBY', P .. 'meta', 'emb_version', 1) end
+return {'ok', n}
+"""
+)
+
+# KEYS[1] lock. ARGV: prefix, token, model. When the embedder's model changed, every
+# node counts as unembedded again. Returns whether the index was rebuilt.
+SWITCH_MODEL = (
+    LIB
+    + r"""
+local f = fence(KEYS[1], ARGV[2]) if f then return {f} end
+if redis.call('HGET', P .. 'meta', 'embed_model') == ARGV[3] then return {'ok', 0} end
+redis.call('SUNIONSTORE', P .. 'idx:unembedded', P .. 'idx:unembedded',
+  P .. 'kind:fact', P .. 'kind:environment', P .. 'kind:conclusion')
+redis.call('HSET', P .. 'meta', 'embed_model', ARGV[3])
+redis.call('HINCRBY', P .. 'meta', 'emb_version', 1)
+return {'ok', 1}
+"""
+)
+
+# KEYS[1] lock. ARGV: prefix, token, now, payload json:
+#   {"hset": {key: {field: value}}, "sadd": {key: [member]}, "srem": {key: [member]},
+#    "facts": [{"slot", "base", "subject", "content", "tags"}]}
+# Applies bookkeeping and writes insight facts atomically; each fact supersedes the
+# slot's previous fact. Returns the number of facts written.
+APPLY_INSIGHTS = (
+    LIB
+    + r"""
+local f = fence(KEYS[1], ARGV[2]) if f then return {f} end
+local now = ARGV[3]
+local pl = cjson.decode(ARGV[4])
+local function own(key)
+  if string.sub(key, 1, #P) ~= P then error('key outside namespace: ' .. key) end
+  return key
+end
+for key, m in pairs(pl.hset or {}) do
+  for field, value in pairs(m) do redis.call('HSET', own(key), field, value) end
+end
+for key, members in pairs(pl.sadd or {}) do
+  for _, m in ipairs(members) do redis.call('SADD', own(key), m) end
+end
+for key, members in pairs(pl.srem or {}) do
+  for _, m in ipairs(members) do redis.call('SREM', own(key), m) end
+end
+local n = 0
+for _, fact in ipairs(pl.facts or {}) do
+  local seq = redis.call('HINCRBY', P .. 'meta', 'insight_seq', 1)
+  local id = fact.base .. '.' .. seq
+  local prev = redis.call('HGET', P .. 'insights', fact.slot)
+  local sup = ''
+  if prev and redis.call('EXISTS', nk(prev)) == 1 and not redis.call('HGET', nk(prev), 'superseded_by') then
+    sup = prev
+  end
+  write_node(id, 'fact', now, sup, {}, '0', '', {
+    'content', fact.content, 'subject', fact.subject, 'source', 'car-dream',
+    'provenance', 'consolidation', 'scope', 'global', 'timestamp', now,
+    'tags', cjson.encode(fact.tags)})
+  redis.call('HSET', P .. 'insights', fact.slot, id)
+  n = n + 1
+end
+return {'ok', n}
+"""
+)
+
+# Lock scripts. KEYS: lock, paused. ARGV: token, ttl_secs, force (0/1), takeover|''.
+ACQUIRE = r"""
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'paused', redis.call('PTTL', KEYS[1])} end
+local mine = 'running:' .. ARGV[1]
+if redis.call('SET', KEYS[1], mine, 'NX', 'EX', ARGV[2]) then return {'acquired', 0} end
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], mine, 'EX', ARGV[2])
+  return {'acquired', 0}
+end
+local state, tok = string.match(v, '^(%a+):(.*)$')
+if state == 'done' and ((ARGV[4] ~= '' and tok == ARGV[4]) or ARGV[3] == '1') then
+  redis.call('SET', KEYS[1], mine, 'EX', ARGV[2])
+  return {'acquired', 0}
+end
+if state == 'running' then return {'running', redis.call('PTTL', KEYS[1])} end
+return {'coalesced', redis.call('PTTL', KEYS[1])}
+"""
+
+# KEYS: lock, cancel. ARGV: token, ttl_ms. 0 lost, 1 extended, 2 extended but cancelled.
+EXTEND = r"""
+if redis.call('GET', KEYS[1]) ~= 'running:' .. ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[1] then return 2 end
+return 1
+"""
+
+# KEYS: lock. ARGV: token, ttl_secs. Marks the window "consolidated recently".
+FINISH = r"""
+if redis.call('GET', KEYS[1]) ~= 'running:' .. ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], 'done:' .. ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+# KEYS: lock. ARGV: token. Deletes the lock only if this token holds it.
+RELEASE = r"""
+local v = redis.call('GET', KEYS[1])
+if v == 'running:' .. ARGV[1] or v == 'done:' .. ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+# KEYS: lock, cancel. ARGV: ttl_secs. Asks the running pass to stop; returns its token.
+REQUEST_CANCEL = r"""
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local state, tok = string.match(v, '^(%a+):(.*)$')
+if state ~= 'running' then return false end
+redis.call('SET', KEYS[2], tok, 'EX', ARGV[1])
+return tok
+"""
+
+
+class Scripts:
+    """The scripts registered on one client: ``Scripts(client).prune(keys=..., args=...)``."""
+
+    def __init__(self, client: Any) -> None:
+        self.ingest: Script = client.register_script(INGEST)
+        self.prune: Script = client.register_script(PRUNE)
+        self.invalidate: Script = client.register_script(INVALIDATE)
+        self.collect: Script = client.register_script(COLLECT)
+        self.store_embeddings: Script = client.register_script(STORE_EMBEDDINGS)
+        self.switch_model: Script = client.register_script(SWITCH_MODEL)
+        self.apply_insights: Script = client.register_script(APPLY_INSIGHTS)
+        self.acquire: Script = client.register_script(ACQUIRE)
+        self.extend: Script = client.register_script(EXTEND)
+        self.finish: Script = client.register_script(FINISH)
+        self.release: Script = client.register_script(RELEASE)
+        self.request_cancel: Script = client.register_script(REQUEST_CANCEL)

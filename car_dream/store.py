@@ -1,0 +1,367 @@
+"""The memory store: a graph of facts, observations and conclusions in Redis.
+
+Agents write it through the ``ingest_*`` methods (each one atomic script); passes
+consolidate it. Indexes (sorted sets and sets) let a pass find expired, superseded
+and unembedded nodes without scanning the store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError, InvalidInputError, SupersededNodeError, UnknownNodeError
+from .keys import Keys, validate_node_id
+from .report import ConsolidationReport
+from .scripts import Scripts
+
+__all__ = ["MemoryStore", "Node", "NodeKind", "KINDS", "to_epoch"]
+
+NodeKind = Literal["fact", "environment", "conclusion"]
+KINDS: tuple[NodeKind, ...] = ("fact", "environment", "conclusion")
+MAX_CONTENT = 1_000_000
+REPORTS_KEPT = 100
+
+Timestamp = datetime | float | int
+
+
+def to_epoch(value: Timestamp) -> float:
+    """Epoch seconds from an aware datetime or a number; naive datetimes are refused."""
+    if isinstance(value, bool):
+        raise ValueError("a timestamp must be a datetime or epoch seconds, not a bool")
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("datetime must carry a time zone (use datetime.now(timezone.utc))")
+        return value.timestamp()
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("timestamp must be finite")
+        return float(value)
+    raise ValueError(f"a timestamp must be a datetime or epoch seconds, got {type(value).__name__}")
+
+
+class _NodeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, arbitrary_types_allowed=True)
+
+    id: str
+    content: str = Field(min_length=1, max_length=MAX_CONTENT)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        return validate_node_id(v)
+
+
+class FactIn(_NodeIn):
+    subject: str = Field(max_length=10_000)
+    source: str = Field("agent", max_length=1000)
+    provenance: str = Field("self", max_length=1000)
+    timestamp: float
+    scope: str = Field("global", max_length=1000)
+    supersedes: str | None = None
+    tags: tuple[str, ...] = ()
+    pinned: bool = False
+
+    @field_validator("supersedes")
+    @classmethod
+    def _sup(cls, v: str | None) -> str | None:
+        return None if v is None else validate_node_id(v)
+
+    @model_validator(mode="after")
+    def _not_self(self) -> FactIn:
+        if self.supersedes == self.id:
+            raise ValueError(f"node {self.id!r} cannot supersede itself")
+        return self
+
+
+class EnvironmentIn(_NodeIn):
+    observed_at: float
+    expires_at: float | None = None
+
+
+class ConclusionIn(_NodeIn):
+    premises: tuple[str, ...] = Field(min_length=1, max_length=10_000)
+
+    @field_validator("premises")
+    @classmethod
+    def _premises(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for p in v:
+            validate_node_id(p)
+        return tuple(dict.fromkeys(v))
+
+
+class Node(BaseModel):
+    """A node as read back from Redis."""
+
+    id: str
+    kind: NodeKind
+    content: str
+    subject: str | None = None
+    source: str | None = None
+    provenance: str | None = None
+    scope: str | None = None
+    timestamp: float | None = None
+    tags: list[str] = Field(default_factory=list)
+    pinned: bool = False
+    observed_at: float | None = None
+    expires_at: float | None = None
+    premises: list[str] = Field(default_factory=list)
+    supersedes: str | None = None
+    superseded: bool = False
+    superseded_by: str | None = None
+    invalidated: str | None = None
+    embedding_model: str | None = None
+    rev: int = 0
+
+
+def _validated(model: type[BaseModel], **data: Any) -> Any:
+    try:
+        return model(**data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "input"
+        raise InvalidInputError(f"{where}: {first['msg']}") from None
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
+class MemoryStore:
+    """One namespace of agent memory in Redis. The client must return bytes."""
+
+    def __init__(self, client: Any, namespace: str = "default") -> None:
+        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+        if kwargs.get("decode_responses"):
+            raise ConfigError("MemoryStore needs a Redis client with decode_responses=False")
+        self.client = client
+        self.namespace = namespace
+        self.keys = Keys(namespace)
+        self.scripts = Scripts(client)
+
+    # -- writing -----------------------------------------------------------------
+
+    def ingest_fact(
+        self,
+        id: str,
+        subject: str,
+        content: str,
+        *,
+        source: str = "agent",
+        provenance: str = "self",
+        timestamp: Timestamp | None = None,
+        scope: str = "global",
+        supersedes: str | None = None,
+        tags: Iterable[str] = (),
+        pinned: bool = False,
+    ) -> bool:
+        """Write a fact; ``supersedes`` marks an older node superseded. True if new."""
+        ts = self._epoch("timestamp", timestamp)
+        fact = _validated(
+            FactIn, id=id, subject=subject, content=content, source=source,
+            provenance=provenance, timestamp=ts, scope=scope, supersedes=supersedes,
+            tags=tuple(tags), pinned=pinned,
+        )  # fmt: skip
+        fields = [
+            "content", fact.content, "subject", fact.subject, "source", fact.source,
+            "provenance", fact.provenance, "scope", fact.scope, "timestamp", repr(fact.timestamp),
+            "tags", json.dumps(list(fact.tags)),
+        ]  # fmt: skip
+        return self._write(fact.id, "fact", fact.supersedes, (), fact.pinned, None, fields)
+
+    def ingest_environment(
+        self,
+        id: str,
+        content: str,
+        *,
+        observed_at: Timestamp | None = None,
+        expires_at: Timestamp | None = None,
+    ) -> bool:
+        """Write (or refresh) an observation of the world that expires at ``expires_at``."""
+        obs = self._epoch("observed_at", observed_at)
+        exp = None if expires_at is None else self._epoch("expires_at", expires_at)
+        env = _validated(EnvironmentIn, id=id, content=content, observed_at=obs, expires_at=exp)
+        fields = ["content", env.content, "observed_at", repr(env.observed_at)]
+        return self._write(env.id, "environment", None, (), False, env.expires_at, fields)
+
+    def ingest_conclusion(self, id: str, content: str, *, premises: Sequence[str]) -> bool:
+        """Write derived knowledge citing ``premises``; it is invalidated when one goes."""
+        if isinstance(premises, str):
+            raise InvalidInputError("premises: must be a list of node ids, not a string")
+        c = _validated(ConclusionIn, id=id, content=content, premises=tuple(premises))
+        now = datetime.now(timezone.utc).timestamp()
+        fields = ["content", c.content, "timestamp", repr(now)]
+        return self._write(c.id, "conclusion", None, c.premises, False, None, fields)
+
+    def _epoch(self, name: str, value: Timestamp | None) -> float:
+        if value is None:
+            return datetime.now(timezone.utc).timestamp()
+        try:
+            return to_epoch(value)
+        except ValueError as exc:
+            raise InvalidInputError(f"{name}: {exc}") from None
+
+    def _write(
+        self,
+        node_id: str,
+        kind: NodeKind,
+        supersedes: str | None,
+        premises: Sequence[str],
+        pinned: bool,
+        expires_at: float | None,
+        fields: list[str],
+    ) -> bool:
+        now = datetime.now(timezone.utc).timestamp()
+        reply = self.scripts.ingest(
+            keys=[self.keys.node(node_id)],
+            args=[
+                self.keys.prefix, node_id, kind, repr(now), supersedes or "",
+                json.dumps(list(premises)), "1" if pinned else "0",
+                "" if expires_at is None else repr(expires_at), *fields,
+            ],
+        )  # fmt: skip
+        return self._check_reply(node_id, reply)
+
+    @staticmethod
+    def _check_reply(node_id: str, reply: list[Any]) -> bool:
+        code = _text(reply[0])
+        if code == "ok":
+            return bool(int(reply[1]))
+        detail = _text(reply[1])
+        if code == "unknown":
+            raise UnknownNodeError(f"node {detail!r} does not exist")
+        if code == "superseded":
+            raise SupersededNodeError(f"node {detail!r} is superseded and cannot be rewritten")
+        if code == "kind":
+            raise InvalidInputError(f"node {node_id!r} already exists as a {detail}")
+        if code == "cycle":
+            raise InvalidInputError(f"writing {node_id!r} would make a cycle through {detail!r}")
+        raise InvalidInputError(f"write of {node_id!r} refused: {code} {detail}")
+
+    # -- reading -----------------------------------------------------------------
+
+    def get(self, node_id: str) -> Node | None:
+        validate_node_id(node_id)
+        raw = self.client.hgetall(self.keys.node(node_id))
+        return self._node(node_id, raw) if raw else None
+
+    def embedding(self, node_id: str) -> tuple[str, np.ndarray] | None:
+        """The stored vector and its model id, or None."""
+        model, blob = self.client.hmget(self.keys.node(node_id), ["emb_model", "emb"])
+        if model is None or blob is None:
+            return None
+        return model.decode(), np.frombuffer(blob, dtype=np.float32)
+
+    def count(self, kind: NodeKind | None = None) -> int:
+        kinds = KINDS if kind is None else (kind,)
+        pipe = self.client.pipeline(transaction=False)
+        for k in kinds:
+            pipe.scard(self.keys.kind(k))
+        return int(sum(pipe.execute()))
+
+    def ids(self, kind: NodeKind, batch: int = 500) -> Iterator[str]:
+        for member in self.client.sscan_iter(self.keys.kind(kind), count=batch):
+            yield member.decode()
+
+    def iter_nodes(self, kind: NodeKind | None = None, batch: int = 500) -> Iterator[Node]:
+        """Every node (of one kind), read in pipelined batches."""
+        for k in KINDS if kind is None else (kind,):
+            chunk: list[str] = []
+            for node_id in self.ids(k, batch):
+                chunk.append(node_id)
+                if len(chunk) >= batch:
+                    yield from self._read_many(chunk)
+                    chunk = []
+            yield from self._read_many(chunk)
+
+    def _read_many(self, ids: list[str]) -> Iterator[Node]:
+        if not ids:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for node_id in ids:
+            pipe.hgetall(self.keys.node(node_id))
+        for node_id, raw in zip(ids, pipe.execute(), strict=True):
+            if raw:
+                yield self._node(node_id, raw)
+
+    @staticmethod
+    def _node(node_id: str, raw: dict[bytes, bytes]) -> Node:
+        f = {k.decode(): v for k, v in raw.items() if k != b"emb"}
+
+        def num(name: str) -> float | None:
+            return float(f[name]) if name in f else None
+
+        return Node(
+            id=node_id,
+            kind=f["kind"].decode(),  # type: ignore[arg-type]
+            content=f["content"].decode(),
+            subject=_text(f.get("subject")),
+            source=_text(f.get("source")),
+            provenance=_text(f.get("provenance")),
+            scope=_text(f.get("scope")),
+            timestamp=num("timestamp"),
+            tags=json.loads(f["tags"]) if "tags" in f else [],
+            pinned=f.get("pinned") == b"1",
+            observed_at=num("observed_at"),
+            expires_at=num("expires_at"),
+            premises=json.loads(f["premises"]) if "premises" in f else [],
+            supersedes=_text(f.get("supersedes")),
+            superseded="superseded_by" in f,
+            superseded_by=_text(f.get("superseded_by")) or None,
+            invalidated=_text(f.get("invalidated")),
+            embedding_model=_text(f.get("emb_model")),
+            rev=int(f.get("rev", b"0")),
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Node counts and the size of each work index (one round trip)."""
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        for kind in KINDS:
+            pipe.scard(k.kind(kind))
+        pipe.zcard(k.expiry)
+        pipe.zcard(k.collectable)
+        pipe.scard(k.invalidate)
+        pipe.scard(k.unembedded)
+        pipe.hget(k.meta, "embed_model")
+        *counts, expiry, gc, inval, unemb, model = pipe.execute()
+        total = int(sum(counts))
+        return {
+            "nodes": dict(zip(KINDS, map(int, counts), strict=True)),
+            "total_nodes": total,
+            "expiry_scheduled": int(expiry),
+            "superseded_pending": int(gc),
+            "conclusions_to_check": int(inval),
+            "unembedded": int(unemb),
+            "embedding_model": _text(model),
+            "embedding_coverage": coverage(total, int(unemb)),
+        }
+
+    # -- reports -----------------------------------------------------------------
+
+    def record_report(self, report: ConsolidationReport) -> None:
+        """Keep the report in the capped list and publish it to live watchers."""
+        data = report.model_dump_json()
+        pipe = self.client.pipeline(transaction=True)
+        pipe.lpush(self.keys.reports, data)
+        pipe.ltrim(self.keys.reports, 0, REPORTS_KEPT - 1)
+        pipe.publish(self.keys.reports_channel, data)
+        pipe.execute()
+
+    def reports(self, n: int = 10) -> list[ConsolidationReport]:
+        """The last ``n`` reports, newest first."""
+        raw = self.client.lrange(self.keys.reports, 0, max(n, 1) - 1)
+        return [ConsolidationReport.model_validate_json(r) for r in raw]
+
+
+def coverage(total: int, unembedded: int) -> float:
+    """Share of nodes with a current embedding; 1.0 for an empty store."""
+    if total <= 0:
+        return 1.0
+    return max(0.0, min(1.0, (total - unembedded) / total))
