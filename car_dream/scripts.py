@@ -143,6 +143,8 @@ return {'ok', write_node(id, kind, now, sup, premises, ARGV[7], ARGV[8], fields)
 """
 )
 
+# The three batch scripts below reply {'ok', done, left}: left is how much work remains.
+
 # KEYS[1] lock. ARGV: prefix, token, now, limit. Prunes expired environment nodes.
 PRUNE = (
     LIB
@@ -151,7 +153,7 @@ local f = fence(KEYS[1], ARGV[2]) if f then return {f} end
 local ids = redis.call('ZRANGEBYSCORE', P .. 'idx:expiry', '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
 local n = 0
 for _, id in ipairs(ids) do n = n + remove_node(id) ; redis.call('ZREM', P .. 'idx:expiry', id) end
-return {'ok', n, #ids}
+return {'ok', n, redis.call('ZCOUNT', P .. 'idx:expiry', '-inf', ARGV[3])}
 """
 )
 
@@ -179,7 +181,7 @@ for _, id in ipairs(ids) do
     end
   end
 end
-return {'ok', n, #ids}
+return {'ok', n, redis.call('SCARD', P .. 'idx:invalidate')}
 """
 )
 
@@ -198,7 +200,7 @@ for _, id in ipairs(ids) do
     redis.call('ZREM', P .. 'idx:gc', id)
   end
 end
-return {'ok', n, #ids}
+return {'ok', n, redis.call('ZCARD', P .. 'idx:gc')}
 """
 )
 

@@ -1,0 +1,391 @@
+"""One consolidation pass: lock, then the steps in order, then the report.
+
+Every destructive batch is one fenced Lua script, so a pass that lost its lock
+stops at its next batch without writing. Each step works from an index, so an
+idle pass costs a handful of round trips whatever the size of the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import DreamConfig, mask_url
+from .embedder import Embedder, HashingEmbedder
+from .errors import LockLostError, PassCancelledError
+from .keys import Keys
+from .lock import PassLock
+from .profiles import load_profiles, profile_digest, profile_insight
+from .report import ConsolidationReport
+from .store import KINDS, MemoryStore, coverage
+from .trajectory import Batch, read_batches, slot_id, source_insight, tool_insight
+
+__all__ = ["run_pass", "log_report"]
+
+log = logging.getLogger("car_dream")
+
+
+def run_pass(
+    store: MemoryStore,
+    config: DreamConfig,
+    *,
+    force: bool = False,
+    trailing: bool = False,
+    token: str | None = None,
+    takeover: bool = False,
+    embedder: Embedder | None = None,
+    clock: Callable[[], float] = time.time,
+    cancel_event: threading.Event | None = None,
+) -> ConsolidationReport:
+    """Run one pass over ``store`` under its namespace lock and return the report.
+
+    ``force`` ignores the "consolidated recently" window but never a running pass;
+    ``takeover`` lets a trailing pass take over the finished lock of ``token``.
+    """
+    started = time.monotonic()
+    report = ConsolidationReport(
+        namespace=store.namespace, trailing=trailing, started_at=_utc(clock())
+    )
+    lock = PassLock(store.client, store.keys, config.lock_ttl, token)
+    try:
+        got = lock.acquire(force=force, takeover=takeover)
+    except Exception as exc:
+        return _finish(store, report, started, clock, "failed", _reason(exc))
+    if not got.ok:
+        report.lock_ttl_remaining = got.ttl_remaining
+        return _finish(store, report, started, clock, "skipped", got.outcome)
+    status, reason = "completed", None
+    try:
+        with lock.keepalive():
+            _Pass(store, config, report, lock, embedder, clock, cancel_event).run()
+        if not lock.finish():
+            status, reason = "lost_lock", "lock taken over before the pass could finish"
+    except LockLostError as exc:
+        status, reason = "lost_lock", str(exc)
+    except PassCancelledError as exc:
+        status, reason = "cancelled", str(exc)
+        _quietly(lock.release)
+    except Exception as exc:
+        log.exception("car-dream: pass over %s failed", store.namespace)
+        status, reason = "failed", _reason(exc)
+        _quietly(lock.release)  # if Redis is gone the TTL frees it instead
+    return _finish(store, report, started, clock, status, reason)
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)
+
+
+def _reason(exc: BaseException) -> str:
+    # Connection errors can quote the URL; never let a password reach a report.
+    text = f"{exc.__class__.__name__}: {exc}"
+    return " ".join(mask_url(w) or w if "://" in w else w for w in text.split(" "))
+
+
+def _quietly(fn: Callable[[], Any]) -> None:
+    try:
+        fn()
+    except Exception as exc:
+        log.warning("car-dream: %s", _reason(exc))
+
+
+def _finish(
+    store: MemoryStore,
+    report: ConsolidationReport,
+    started: float,
+    clock: Callable[[], float],
+    status: str,
+    reason: str | None,
+) -> ConsolidationReport:
+    report.status = status  # type: ignore[assignment]
+    report.reason = reason
+    report.finished_at = _utc(clock())
+    report.duration_ms = round((time.monotonic() - started) * 1000, 3)
+    log_report(report)
+    try:
+        store.record_report(report)
+    except Exception as exc:
+        log.warning("car-dream: report not stored: %s", _reason(exc))
+    return report
+
+
+def log_report(report: ConsolidationReport) -> None:
+    fields = report.model_dump(mode="json", exclude={"warnings"})
+    fields["warnings"] = len(report.warnings)
+    fields["embedding_coverage"] = f"{report.embedding_coverage * 100:.1f}%"
+    line = " ".join(f"{k}={json.dumps(v)}" for k, v in fields.items())
+    log.info("dream consolidation pass complete %s", line, extra={"report": fields})
+
+
+class _Pass:
+    """The steps of one pass, sharing the lock, the report and the clock."""
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        config: DreamConfig,
+        report: ConsolidationReport,
+        lock: PassLock,
+        embedder: Embedder | None,
+        clock: Callable[[], float],
+        cancel_event: threading.Event | None,
+    ) -> None:
+        self.store, self.config, self.report, self.lock = store, config, report, lock
+        self.keys: Keys = store.keys
+        self.client = store.client
+        self.scripts = store.scripts
+        self.embedder = embedder or HashingEmbedder()
+        self.clock = clock
+        self.cancel_event = cancel_event
+        self.batch = config.batch_size
+
+    def run(self) -> None:
+        if self.config.trajectory_dir is not None:
+            self.ingest_trajectories(self.config.trajectory_dir)
+        if self.config.outcome_profiles_path is not None:
+            self.ingest_profiles(self.config.outcome_profiles_path)
+        self.report.expired_pruned = self.drain(self.scripts.prune)
+        # Each conclusion is invalidated at most once: that bounds the cascade.
+        cascade = int(self.client.scard(self.keys.kind("conclusion")))
+        self.report.conclusions_invalidated = self.drain(self.scripts.invalidate, cascade)
+        self.report.superseded_gc = self.drain(self.scripts.collect)
+        self.embed_missing()
+        stats = self.store.stats()
+        self.report.total_nodes = stats["total_nodes"]
+        self.report.embedding_coverage = stats["embedding_coverage"]
+        if self.config.embeddings_path is not None:
+            self.persist_embeddings(self.config.embeddings_path)
+
+    # -- plumbing ------------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """Between batches: stop if the lock was lost or the pass cancelled."""
+        if self.lock.lost.is_set():
+            raise LockLostError("lock lost: another pass holds the namespace")
+        if self.lock.cancelled.is_set() or (self.cancel_event and self.cancel_event.is_set()):
+            raise PassCancelledError("cancelled between batches")
+
+    def fenced(self, script: Any, *args: Any) -> list[Any]:
+        self.checkpoint()
+        reply = script(keys=[self.keys.lock], args=[self.keys.prefix, self.lock.token, *args])
+        code = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+        if code == "lost":
+            self.lock.lost.set()
+            raise LockLostError("lock lost: a batch was refused by its fence")
+        if code == "cancelled":
+            self.lock.cancelled.set()
+            raise PassCancelledError("cancelled by an operator")
+        return list(reply)
+
+    def drain(self, script: Any, extra: int = 0) -> int:
+        """Run a batch script until no work is left; the total it did.
+
+        Rounds are capped by the work left after the first batch (plus ``extra``
+        items the step may add itself), so work that writers add meanwhile is
+        left to the trailing pass instead of keeping this one busy.
+        """
+        _, done, left = self.fenced(script, repr(self.clock()), self.batch)
+        done, left = int(done), int(left)
+        rounds = math.ceil((left + extra) / self.batch) + 1 if left else 0
+        for _ in range(rounds):
+            _, n, left = self.fenced(script, repr(self.clock()), self.batch)
+            done += int(n)
+            if not int(left):
+                break
+        return done
+
+    def apply(self, payload: dict[str, Any]) -> int:
+        return int(self.fenced(self.scripts.apply_insights, repr(self.clock()), json.dumps(payload))[1])
+
+    # -- step 1: trajectories ------------------------------------------------------
+
+    def ingest_trajectories(self, directory: Path) -> None:
+        k = self.keys
+        offsets = {f.decode(): int(v) for f, v in self.client.hgetall(k.traj_offsets).items()}
+        for item in read_batches(directory, offsets, self.batch):
+            if isinstance(item, str):
+                self.report.warn(item)
+                continue
+            self.checkpoint()
+            self.apply_batch(item)
+        self.report.trajectory_insights += self.write_dirty_insights()
+
+    def apply_batch(self, batch: Batch) -> None:
+        k = self.keys
+        for problem in batch.skipped:
+            self.report.warn(problem, skipped=1)
+        tools, sources = list(batch.tally.tools), list(batch.tally.sources)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(k.traj_tools, tools or ["-"])
+        pipe.hmget(k.traj_sources, sources or ["-"])
+        old_tools, old_sources = pipe.execute()
+        hset: dict[str, dict[str, Any]] = {k.traj_offsets: {batch.file: batch.end_offset}}
+        if tools:
+            hset[k.traj_tools] = {
+                t: json.dumps(_merge(old, batch.tally.tools[t]))
+                for t, old in zip(tools, old_tools, strict=True)
+            }
+        if sources:
+            hset[k.traj_sources] = {
+                s: json.dumps(_merge(old, batch.tally.sources[s]))
+                for s, old in zip(sources, old_sources, strict=True)
+            }
+        dirty = [f"tool:{t}" for t in tools] + [f"source:{s}" for s in sources]
+        self.apply({"hset": hset, "sadd": {k.insight_dirty: dirty} if dirty else {}})
+
+    def write_dirty_insights(self) -> int:
+        """One fact per tool and source whose counts changed, superseding the last one."""
+        k = self.keys
+        written = 0
+        dirty = sorted(m.decode() for m in self.client.smembers(k.insight_dirty))
+        for i in range(0, len(dirty), self.batch):
+            chunk = dirty[i : i + self.batch]
+            tools = [s[5:] for s in chunk if s.startswith("tool:")]
+            sources = [s[7:] for s in chunk if s.startswith("source:")]
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(k.traj_tools, tools or ["-"])
+            pipe.hmget(k.traj_sources, sources or ["-"])
+            tool_counts, source_counts = pipe.execute()
+            facts = [
+                _fact(f"tool:{t}", slot_id("tool", t), f"tool:{t}", tool_insight(t, _load(c)))
+                for t, c in zip(tools, tool_counts, strict=False)
+            ] + [
+                _fact(f"source:{s}", slot_id("source", s), f"source:{s}",
+                      source_insight(s, _load(c)))
+                for s, c in zip(sources, source_counts, strict=False)
+            ]  # fmt: skip
+            written += self.apply({"facts": facts, "srem": {k.insight_dirty: chunk}})
+        return written
+
+    # -- step 2: model profiles ----------------------------------------------------
+
+    def ingest_profiles(self, path: Path) -> None:
+        profiles, problems = load_profiles(path)
+        for problem in problems:
+            self.report.warn(problem, skipped=1)
+        ids = list(profiles)
+        for i in range(0, len(ids), self.batch):
+            chunk = ids[i : i + self.batch]
+            old = self.client.hmget(self.keys.profile_digests, chunk)
+            digests = {m: profile_digest(profiles[m]) for m in chunk}
+            changed = [m for m, o in zip(chunk, old, strict=True) if o is None or o.decode() != digests[m]]
+            if not changed:
+                continue
+            facts = [
+                _fact(f"model:{m}", slot_id("model", m), f"model:{m}", profile_insight(m, profiles[m]))
+                for m in changed
+            ]
+            self.report.model_insights += self.apply(
+                {"hset": {self.keys.profile_digests: {m: digests[m] for m in changed}}, "facts": facts}
+            )
+
+    # -- step 6: embeddings --------------------------------------------------------
+
+    def embed_missing(self) -> None:
+        model = self.embedder.model_id
+        self.fenced(self.scripts.switch_model, model)
+        k = self.keys
+        # Bounded by what is missing now: what agents add meanwhile is the trailing pass's.
+        rounds = math.ceil(int(self.client.scard(k.unembedded)) / self.batch) + 1
+        for _ in range(rounds):
+            ids = [m.decode() for m in self.client.srandmember(k.unembedded, self.batch)]
+            if not ids:
+                return
+            pipe = self.client.pipeline(transaction=False)
+            for node_id in ids:
+                pipe.hmget(k.node(node_id), ["content", "rev"])
+            rows = pipe.execute()
+            live = [(i, c.decode(), r) for i, (c, r) in zip(ids, rows, strict=True) if c is not None]
+            args: list[Any] = [model]
+            if live:
+                vectors = np.asarray(self.embedder.embed([c for _, c, _ in live]), dtype=np.float32)
+                for (node_id, _, rev), vec in zip(live, vectors, strict=True):
+                    args += [node_id, rev, vec.tobytes()]
+            gone = [i for i, (c, _) in zip(ids, rows, strict=True) if c is None]
+            for node_id in gone:  # the script drops ids of vanished nodes from the index
+                args += [node_id, "", b""]
+            self.report.nodes_embedded += int(self.fenced(self.scripts.store_embeddings, *args)[1])
+
+    # -- step 8: embeddings file ---------------------------------------------------
+
+    def persist_embeddings(self, path: Path) -> None:
+        try:
+            version = (self.client.hget(self.keys.meta, "emb_version") or b"0").decode()
+            if _persisted_version(path) == version:
+                return
+            self.write_embeddings(path, version)
+        except Exception as exc:
+            self.report.warn(f"embeddings not persisted to {path}: {_reason(exc)}")
+
+    def write_embeddings(self, path: Path, version: str) -> None:
+        model = self.embedder.model_id
+        ids: list[str] = []
+        vectors: list[np.ndarray] = []
+        for kind in KINDS:
+            chunk = []
+            for node_id in self.store.ids(kind, self.batch):
+                chunk.append(node_id)
+                if len(chunk) >= self.batch:
+                    self._collect(chunk, model, ids, vectors)
+                    chunk = []
+            self._collect(chunk, model, ids, vectors)
+        dims = vectors[0].shape[0] if vectors else 0
+        matrix = np.stack(vectors) if vectors else np.zeros((0, dims), dtype=np.float32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, ids=np.array(ids, dtype=str), vectors=matrix,
+                         model_id=np.array(model), version=np.array(version))  # fmt: skip
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _collect(self, chunk: list[str], model: str, ids: list[str], vectors: list[np.ndarray]) -> None:
+        if not chunk:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for node_id in chunk:
+            pipe.hmget(self.keys.node(node_id), ["emb_model", "emb"])
+        for node_id, (m, blob) in zip(chunk, pipe.execute(), strict=True):
+            if m is not None and blob is not None and m.decode() == model:
+                ids.append(node_id)
+                vectors.append(np.frombuffer(blob, dtype=np.float32))
+
+
+def _persisted_version(path: Path) -> str | None:
+    try:
+        with np.load(path) as data:
+            return str(data["version"])
+    except Exception:
+        return None
+
+
+def _load(raw: bytes | None) -> Counter[str]:
+    return Counter(json.loads(raw)) if raw else Counter()
+
+
+def _merge(old: bytes | None, delta: Counter[str]) -> dict[str, int]:
+    merged = _load(old)
+    merged.update(delta)
+    return dict(merged)
+
+
+def _fact(slot: str, base: str, subject: str, content: str) -> dict[str, Any]:
+    return {"slot": slot, "base": base, "subject": subject, "content": content,
+            "tags": ["car-dream", "insight", slot.split(":", 1)[0]]}  # fmt: skip

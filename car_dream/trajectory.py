@@ -1,0 +1,208 @@
+"""Trajectory records (car-memgine's JSONL) and the insights they give.
+
+Pure functions and a streaming reader; nothing here talks to Redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+__all__ = [
+    "OUTCOMES",
+    "TrajectoryRecord",
+    "Tally",
+    "Batch",
+    "parse_line",
+    "tally",
+    "read_batches",
+    "tool_insight",
+    "source_insight",
+    "slot_id",
+]
+
+OUTCOMES = ("success", "failed", "replan_success", "replan_exhausted")
+COUNTED_EVENTS = {"action_succeeded": "success", "action_failed": "failure"}
+
+
+class TrajectoryEvent(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+    action_id: str | None = None
+    tool: str | None = None
+    data: Any = None
+    duration_ms: float | None = None
+
+
+class TrajectoryRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    proposal_id: str
+    source: str
+    action_count: int
+    events: list[TrajectoryEvent]
+    outcome: Literal["success", "failed", "replan_success", "replan_exhausted"]
+    timestamp: datetime
+    duration_ms: float
+    replan_attempts: int
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("timestamp has no time zone (RFC 3339 requires one)")
+        return v
+
+
+def _no_constants(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_line(raw: bytes) -> TrajectoryRecord:
+    """One JSONL line to a record; ValueError with a short reason when malformed."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("not valid UTF-8") from None
+    try:
+        obj = json.loads(text, parse_constant=_no_constants)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"not JSON ({exc.__class__.__name__})") from None
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    try:
+        record = TrajectoryRecord.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        raise ValueError(f"{where}: {first['msg']}") from None
+    if not math.isfinite(record.duration_ms):
+        raise ValueError("duration_ms: must be finite")
+    return record
+
+
+@dataclass
+class Tally:
+    """Per-tool success/failure and per-source outcome counts of some records."""
+
+    tools: dict[str, Counter[str]] = field(default_factory=dict)
+    sources: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def add(self, record: TrajectoryRecord) -> None:
+        for event in record.events:
+            result = COUNTED_EVENTS.get(event.kind)
+            if result and event.tool:
+                self.tools.setdefault(event.tool, Counter())[result] += 1
+        self.sources.setdefault(record.source, Counter())[record.outcome] += 1
+
+    def __bool__(self) -> bool:
+        return bool(self.tools or self.sources)
+
+
+def tally(records: list[TrajectoryRecord]) -> Tally:
+    t = Tally()
+    for r in records:
+        t.add(r)
+    return t
+
+
+@dataclass
+class Batch:
+    """Records read from one file, and the offset to store once they are applied."""
+
+    file: str
+    end_offset: int
+    tally: Tally
+    records: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+def read_batches(
+    directory: Path, offsets: Mapping[str, int], batch_size: int
+) -> Iterator[Batch | str]:
+    """Stream new complete lines of ``*.jsonl`` past each file's offset.
+
+    Yields batches of at most ``batch_size`` lines, and plain strings for warnings
+    about whole files. A line without its newline is left for the next pass: its
+    writer may be mid-write. Memory stays flat in the file size.
+    """
+    try:
+        files = sorted(p for p in directory.glob("*.jsonl") if p.is_file())
+    except OSError as exc:
+        yield f"trajectory dir {directory}: {exc}"
+        return
+    for path in files:
+        name = path.name
+        start = int(offsets.get(name, 0))
+        try:
+            size = path.stat().st_size
+            if size < start:
+                yield f"{name}: shorter than its watermark ({size} < {start}); read again from 0"
+                start = 0
+            if size == start:
+                continue
+            yield from _read_file(path, name, start, batch_size)
+        except OSError as exc:  # vanished or unreadable: try again next pass
+            yield f"{name}: {exc.strerror or exc}"
+
+
+def _read_file(path: Path, name: str, start: int, batch_size: int) -> Iterator[Batch]:
+    with path.open("rb") as fh:
+        fh.seek(start)
+        offset = start
+        batch = Batch(name, offset, Tally())
+        lines = 0
+        for raw in fh:
+            if not raw.endswith(b"\n"):
+                break
+            at = offset
+            offset += len(raw)
+            if raw.strip():
+                try:
+                    batch.tally.add(parse_line(raw))
+                    batch.records += 1
+                except ValueError as exc:
+                    batch.skipped.append(f"{name} at byte {at}: {exc}")
+            lines += 1
+            batch.end_offset = offset
+            if lines >= batch_size:
+                yield batch
+                batch, lines = Batch(name, offset, Tally()), 0
+        if lines:
+            yield batch
+
+
+def slot_id(kind: str, name: str) -> str:
+    """Stable, key-safe id stem for the insight about ``name``."""
+    return f"dream.{kind}.{hashlib.sha1(name.encode()).hexdigest()[:16]}"
+
+
+def tool_insight(tool: str, counts: Mapping[str, int]) -> str:
+    ok, bad = int(counts.get("success", 0)), int(counts.get("failure", 0))
+    total = ok + bad
+    rate = 100.0 * ok / total if total else 0.0
+    return (
+        f"Tool '{tool}' succeeded in {ok} of {total} recorded actions "
+        f"({rate:.1f}% success, {bad} failed)."
+    )
+
+
+def source_insight(source: str, counts: Mapping[str, int]) -> str:
+    total = sum(int(v) for v in counts.values())
+    parts = ", ".join(f"{o} {int(counts.get(o, 0))}" for o in OUTCOMES)
+    ok = int(counts.get("success", 0)) + int(counts.get("replan_success", 0))
+    rate = 100.0 * ok / total if total else 0.0
+    return (
+        f"Proposals from '{source}' ended: {parts} "
+        f"({total} in all, {rate:.1f}% reached their goal)."
+    )
