@@ -1,0 +1,64 @@
+"""Python counterparts of the three tests of the Rust seed (dream.rs)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from car_dream.config import load_config
+from car_dream.lock import lock_state
+from car_dream.loop import spawn_dream_loop
+from car_dream.store import MemoryStore
+
+
+@pytest.fixture(params=["fake", "real"])
+def store(request: pytest.FixtureRequest) -> MemoryStore:
+    return request.getfixturevalue("fake_store" if request.param == "fake" else "real_store")
+
+
+def test_dream_loop_runs_and_cancels(store: MemoryStore, tmp_path: Path) -> None:
+    now = datetime.now(timezone.utc)
+    store.ingest_fact("f1", "test", "data", source="user", provenance="peer", timestamp=now)
+    store.ingest_environment(
+        "stale", "old", observed_at=now - timedelta(hours=2), expires_at=now - timedelta(hours=1)
+    )
+    config = load_config(interval_secs=2, data_dir=tmp_path)
+
+    handle = spawn_dream_loop(store, config, max_iterations=2)
+    reports = handle.join(timeout=30)
+
+    assert len(reports) == 2
+    assert reports[0].expired_pruned == 1  # the first pass prunes the expired node
+    assert reports[1].expired_pruned == 0  # the second finds nothing left
+    assert reports[1].trailing  # it ran at once, as the first pass's trailing pass
+    assert store.get("f1") is not None
+    assert lock_state(store.client, store.keys).state == "free"  # the loop's claim is gone
+
+
+def test_dream_loop_cancellation(store: MemoryStore, tmp_path: Path) -> None:
+    config = load_config(interval_secs=3600, data_dir=tmp_path)
+    handle = spawn_dream_loop(store, config)
+    deadline = time.monotonic() + 10
+    while not handle.reports and time.monotonic() < deadline:
+        time.sleep(0.01)  # let it finish one pass; it then waits an hour
+    handle.cancel()
+    reports = handle.join(timeout=10)
+    assert handle.thread is not None and not handle.thread.is_alive()
+    assert len(reports) >= 1 and reports[0].status == "completed"
+
+
+def test_ensure_dream_task_creates_once(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from car_dream.schedule import ensure_dream_task, get_schedule  # noqa: PLC0415
+
+    from .celery_env import fresh_app
+
+    app = fresh_app(monkeypatch, redis_url, interval_secs=3600)
+    assert ensure_dream_task(app) is True
+    entry = get_schedule(app)
+    assert entry is not None
+    assert entry["task"] == "car_dream.consolidate"
+    assert entry["every_secs"] == 3600
+    assert ensure_dream_task(app) is False  # idempotent
