@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,10 @@ from .keys import Keys
 from .lock import PassLock
 from .profiles import load_profiles, profile_digest, profile_insight
 from .report import ConsolidationReport
-from .store import KINDS, MemoryStore, coverage
+from .store import KINDS, MemoryStore
 from .trajectory import Batch, read_batches, slot_id, source_insight, tool_insight
 
-__all__ = ["run_pass", "log_report"]
+__all__ = ["log_report", "run_pass"]
 
 log = logging.getLogger("car_dream")
 
@@ -85,7 +85,7 @@ def run_pass(
 
 
 def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, timezone.utc)
+    return datetime.fromtimestamp(ts, UTC)
 
 
 def _reason(exc: BaseException) -> str:
@@ -207,7 +207,9 @@ class _Pass:
         return done
 
     def apply(self, payload: dict[str, Any]) -> int:
-        return int(self.fenced(self.scripts.apply_insights, repr(self.clock()), json.dumps(payload))[1])
+        return int(
+            self.fenced(self.scripts.apply_insights, repr(self.clock()), json.dumps(payload))[1]
+        )
 
     # -- step 1: trajectories ------------------------------------------------------
 
@@ -280,15 +282,22 @@ class _Pass:
             chunk = ids[i : i + self.batch]
             old = self.client.hmget(self.keys.profile_digests, chunk)
             digests = {m: profile_digest(profiles[m]) for m in chunk}
-            changed = [m for m, o in zip(chunk, old, strict=True) if o is None or o.decode() != digests[m]]
+            changed = [
+                m for m, o in zip(chunk, old, strict=True) if o is None or o.decode() != digests[m]
+            ]
             if not changed:
                 continue
             facts = [
-                _fact(f"model:{m}", slot_id("model", m), f"model:{m}", profile_insight(m, profiles[m]))
+                _fact(
+                    f"model:{m}", slot_id("model", m), f"model:{m}", profile_insight(m, profiles[m])
+                )
                 for m in changed
             ]
             self.report.model_insights += self.apply(
-                {"hset": {self.keys.profile_digests: {m: digests[m] for m in changed}}, "facts": facts}
+                {
+                    "hset": {self.keys.profile_digests: {m: digests[m] for m in changed}},
+                    "facts": facts,
+                }
             )
 
     # -- step 6: embeddings --------------------------------------------------------
@@ -307,7 +316,9 @@ class _Pass:
             for node_id in ids:
                 pipe.hmget(k.node(node_id), ["content", "rev"])
             rows = pipe.execute()
-            live = [(i, c.decode(), r) for i, (c, r) in zip(ids, rows, strict=True) if c is not None]
+            live = [
+                (i, c.decode(), r) for i, (c, r) in zip(ids, rows, strict=True) if c is not None
+            ]
             args: list[Any] = [model]
             if live:
                 vectors = np.asarray(self.embedder.embed([c for _, c, _ in live]), dtype=np.float32)
@@ -356,7 +367,9 @@ class _Pass:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def _collect(self, chunk: list[str], model: str, ids: list[str], vectors: list[np.ndarray]) -> None:
+    def _collect(
+        self, chunk: list[str], model: str, ids: list[str], vectors: list[np.ndarray]
+    ) -> None:
         if not chunk:
             return
         pipe = self.client.pipeline(transaction=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import zlib
 from collections.abc import Sequence
@@ -43,7 +44,7 @@ class HashingEmbedder:
         hashes: list[int] = []
         for row, text in enumerate(texts):
             words = _TOKEN.findall(text.lower())
-            grams = words + [a + " " + b for a, b in zip(words, words[1:], strict=False)]
+            grams = words + [a + " " + b for a, b in itertools.pairwise(words)]
             for g in grams:
                 hashes.append(zlib.crc32(g.encode()))
             rows.extend([row] * len(grams))

@@ -6,11 +6,11 @@ __all__ = [
     "CarDreamError",
     "ConfigError",
     "InvalidInputError",
-    "UnknownNodeError",
-    "SupersededNodeError",
     "LockLostError",
     "PassCancelledError",
     "PassFailedError",
+    "SupersededNodeError",
+    "UnknownNodeError",
 ]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Keys", "validate_namespace", "validate_node_id", "NAMESPACE_RE", "NODE_ID_RE"]
+__all__ = ["NAMESPACE_RE", "NODE_ID_RE", "Keys", "validate_namespace", "validate_node_id"]
 
 NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # Ids travel inside key names: no braces (hash tags), no whitespace, bounded length.

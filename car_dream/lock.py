@@ -18,7 +18,7 @@ from typing import Any, Literal
 from .keys import Keys
 from .scripts import Scripts
 
-__all__ = ["PassLock", "Acquired", "LockState", "lock_state", "request_cancel"]
+__all__ = ["Acquired", "LockState", "PassLock", "lock_state", "request_cancel"]
 
 log = logging.getLogger(__name__)
 

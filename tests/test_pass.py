@@ -36,7 +36,9 @@ def keys_of(store: MemoryStore) -> set[bytes]:
     return set(store.client.scan_iter(match=f"{store.keys.prefix}*"))
 
 
-def record(tool_results: list[tuple[str, bool]], outcome: str = "success", source: str = "planner") -> str:
+def record(
+    tool_results: list[tuple[str, bool]], outcome: str = "success", source: str = "planner"
+) -> str:
     events = [
         {"kind": "action_succeeded" if ok else "action_failed", "action_id": f"a{i}",
          "tool": tool, "data": {}, "duration_ms": 3}
@@ -78,7 +80,9 @@ def test_prune_works_in_batches(store: MemoryStore, tmp_path: Path) -> None:
     assert report.expired_pruned == 50
     assert store.count() == 0
     assert keys_of(store) <= {
-        store.keys.lock.encode(), store.keys.meta.encode(), store.keys.reports.encode()
+        store.keys.lock.encode(),
+        store.keys.meta.encode(),
+        store.keys.reports.encode(),
     }
 
 
@@ -122,7 +126,11 @@ def test_removed_premise_invalidates(store: MemoryStore, config: DreamConfig) ->
     store.ingest_environment("door", "open", expires_at=NOW - 1)
     store.ingest_conclusion("c", "the cat may escape", premises=["door"])
     report = force_pass(store, config)
-    assert (report.expired_pruned, report.conclusions_invalidated, report.superseded_gc) == (1, 1, 1)
+    assert (report.expired_pruned, report.conclusions_invalidated, report.superseded_gc) == (
+        1,
+        1,
+        1,
+    )
     assert store.count() == 0
 
 
@@ -295,7 +303,7 @@ def test_profiles_become_facts_when_changed(store: MemoryStore, tmp_path: Path) 
     assert force_pass(store, config).model_insights == 2
     assert force_pass(store, config).model_insights == 0
     profiles[0]["success_rate"] = 0.9
-    path.write_text(json.dumps(profiles + [{"no_id": 1}]))
+    path.write_text(json.dumps([*profiles, {"no_id": 1}]))
     report = force_pass(store, config)
     assert report.model_insights == 1 and report.skipped_records == 1
     assert report.superseded_gc == 1
@@ -327,7 +335,9 @@ def test_pass_on_fake_and_real_redis_agree(
         store.ingest_environment("e", "gone", expires_at=NOW - 5)
         store.ingest_conclusion("c", "derived", premises=["f1"])
         r = force_pass(store, config)
-        reports.append(r.model_dump(exclude={"started_at", "finished_at", "duration_ms", "namespace"}))
+        reports.append(
+            r.model_dump(exclude={"started_at", "finished_at", "duration_ms", "namespace"})
+        )
     assert reports[0] == reports[1]
     assert reports[0]["expired_pruned"] == 1 and reports[0]["superseded_gc"] == 2
 

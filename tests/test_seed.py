@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ def store(request: pytest.FixtureRequest) -> MemoryStore:
 
 
 def test_dream_loop_runs_and_cancels(store: MemoryStore, tmp_path: Path) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     store.ingest_fact("f1", "test", "data", source="user", provenance="peer", timestamp=now)
     store.ingest_environment(
         "stale", "old", observed_at=now - timedelta(hours=2), expires_at=now - timedelta(hours=1)
@@ -51,7 +51,7 @@ def test_dream_loop_cancellation(store: MemoryStore, tmp_path: Path) -> None:
 
 
 def test_ensure_dream_task_creates_once(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from car_dream.schedule import ensure_dream_task, get_schedule  # noqa: PLC0415
+    from car_dream.schedule import ensure_dream_task, get_schedule
 
     from .celery_env import fresh_app
 
