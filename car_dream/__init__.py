@@ -1,0 +1,50 @@
+"""car-dream: background consolidation ("dreaming") of an agent's memory on Celery and Redis.
+
+``celery -A car_dream worker`` / ``celery -A car_dream beat`` find :data:`app` here;
+``consolidate.delay()`` triggers one pass; :func:`run_pass` runs one in-process.
+"""
+
+from __future__ import annotations
+
+from .config import DreamConfig, load_config, mask_url
+from .consolidate import run_pass
+from .embedder import Embedder, HashingEmbedder
+from .errors import (
+    CarDreamError,
+    ConfigError,
+    InvalidInputError,
+    LockLostError,
+    PassCancelledError,
+    PassFailedError,
+    SupersededNodeError,
+    UnknownNodeError,
+)
+from .keys import Keys
+from .loop import DreamHandle, spawn_dream_loop
+from .report import ConsolidationReport
+from .store import MemoryStore, Node
+
+__all__ = [
+    "CarDreamError",
+    "ConfigError",
+    "ConsolidationReport",
+    "DreamConfig",
+    "DreamHandle",
+    "Embedder",
+    "HashingEmbedder",
+    "InvalidInputError",
+    "Keys",
+    "LockLostError",
+    "MemoryStore",
+    "Node",
+    "PassCancelledError",
+    "PassFailedError",
+    "SupersededNodeError",
+    "UnknownNodeError",
+    "load_config",
+    "mask_url",
+    "run_pass",
+    "spawn_dream_loop",
+]
+
+# --- Celery (app, task, beat) ---
