@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 __all__ = ["NAMESPACE_RE", "NODE_ID_RE", "Keys", "validate_namespace", "validate_node_id"]
 
-NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 # Ids travel inside key names: no braces (hash tags), no whitespace, bounded length.
-NODE_ID_RE = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,200}$")
+NODE_ID_RE = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,200}\Z")
 
 REDBEAT_PREFIX = "car-dream:redbeat"
 DREAM_ENTRY_NAME = "car-dream"

@@ -204,7 +204,7 @@ class MemoryStore:
             return datetime.now(UTC).timestamp()
         try:
             return to_epoch(value)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise InvalidInputError(f"{name}: {exc}") from None
 
     def _write(
