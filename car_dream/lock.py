@@ -51,7 +51,7 @@ class PassLock:
         self.keys = keys
         self.ttl = max(int(ttl), 1)
         self.token = token or secrets.token_hex(16)
-        self.scripts = Scripts(client)
+        self.scripts = Scripts.of(client)
         self.lost = threading.Event()
         self.cancelled = threading.Event()
 
@@ -121,5 +121,5 @@ def lock_state(client: Any, keys: Keys) -> LockState:
 
 def request_cancel(client: Any, keys: Keys, ttl: int) -> str | None:
     """Ask the running pass to stop between batches; returns its token, or None."""
-    token = Scripts(client).request_cancel(keys=[keys.lock, keys.cancel], args=[max(ttl, 1)])
+    token = Scripts.of(client).request_cancel(keys=[keys.lock, keys.cancel], args=[max(ttl, 1)])
     return token.decode() if token else None

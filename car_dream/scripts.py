@@ -11,6 +11,8 @@ holds ``running:<token>`` of the calling pass, and do nothing otherwise.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any
 
 from redis.commands.core import Script
@@ -341,8 +343,21 @@ return tok
 """
 
 
+_registered: weakref.WeakKeyDictionary[Any, Scripts] = weakref.WeakKeyDictionary()
+_registering = threading.Lock()
+
+
 class Scripts:
-    """The scripts registered on one client: ``Scripts(client).prune(keys=..., args=...)``."""
+    """The scripts registered on one client: ``Scripts.of(client).prune(keys=..., args=...)``."""
+
+    @classmethod
+    def of(cls, client: Any) -> Scripts:
+        """The client's scripts, registered once per client."""
+        with _registering:
+            scripts = _registered.get(client)
+            if scripts is None:
+                scripts = _registered[client] = cls(client)
+            return scripts
 
     def __init__(self, client: Any) -> None:
         self.ingest: Script = client.register_script(INGEST)

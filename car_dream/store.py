@@ -143,7 +143,7 @@ class MemoryStore:
         self.client = client
         self.namespace = namespace
         self.keys = Keys(namespace)
-        self.scripts = Scripts(client)
+        self.scripts = Scripts.of(client)
 
     # -- writing -----------------------------------------------------------------
 
