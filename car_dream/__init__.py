@@ -48,3 +48,10 @@ __all__ = [
 ]
 
 # --- Celery (app, task, beat) ---
+# (block owned by the Celery work: the app, the task, the beat entry)
+from .app import app
+from .schedule import ensure_dream_task
+from .tasks import consolidate
+
+__all__ += ["app", "consolidate", "ensure_dream_task"]
+# --- end Celery ---

