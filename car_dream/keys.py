@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .errors import InvalidInputError
+
 __all__ = ["NAMESPACE_RE", "NODE_ID_RE", "Keys", "validate_namespace", "validate_node_id"]
 
 NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
@@ -21,7 +23,7 @@ DREAM_ENTRY_NAME = "car-dream"
 
 def validate_namespace(namespace: str) -> str:
     if not isinstance(namespace, str) or not NAMESPACE_RE.match(namespace):
-        raise ValueError(
+        raise InvalidInputError(
             f"invalid namespace {namespace!r}: use 1-64 letters, digits, '-', '_' or '.'"
         )
     return namespace
@@ -29,7 +31,7 @@ def validate_namespace(namespace: str) -> str:
 
 def validate_node_id(node_id: str) -> str:
     if not isinstance(node_id, str) or not NODE_ID_RE.match(node_id):
-        raise ValueError(
+        raise InvalidInputError(
             f"invalid node id {node_id!r}: use 1-200 characters from "
             "letters, digits and _ . : @ / + = -"
         )

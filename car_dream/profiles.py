@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .keys import NODE_ID_RE
+from .trajectory import ensure_encodable
 
 __all__ = ["load_profiles", "profile_digest", "profile_insight"]
 
@@ -45,7 +45,13 @@ def load_profiles(path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
         model_id = item.get("model_id") if isinstance(item, dict) else None
         if not isinstance(model_id, str) or not model_id.strip() or len(model_id) > 200:
             problems.append(f"profiles[{i}]: no usable model_id")
-        elif model_id in profiles:
+            continue
+        try:
+            ensure_encodable(item)
+        except ValueError as exc:
+            problems.append(f"profiles[{i}]: {exc}")
+            continue
+        if model_id in profiles:
             problems.append(f"profiles[{i}]: duplicate model_id {model_id!r}, first kept")
         else:
             profiles[model_id] = item
@@ -74,7 +80,3 @@ def profile_insight(model_id: str, profile: dict[str, Any]) -> str:
     if len(summary) > MAX_SUMMARY:
         summary = summary[: MAX_SUMMARY - 1] + "…"
     return f"Model '{model_id}' outcome profile: {summary}."
-
-
-def is_key_safe(model_id: str) -> bool:
-    return bool(NODE_ID_RE.match(model_id))

@@ -66,7 +66,9 @@ local function check_write(id, kind, sup, premises)
   if cur[2] then return {'superseded', id} end
   if cur[1] and cur[1] ~= kind then return {'kind', cur[1]} end
   if sup ~= '' then
-    if redis.call('EXISTS', nk(sup)) == 0 then return {'unknown', sup} end
+    local target = redis.call('HMGET', nk(sup), 'kind', 'superseded_by')
+    if not target[1] then return {'unknown', sup} end
+    if target[2] then return {'superseded', sup} end
     -- A new node may only supersede an older one: refuse a loop back to itself.
     local walk, seen = sup, 0
     while walk and seen < 1000 do

@@ -162,6 +162,8 @@ class MemoryStore:
         pinned: bool = False,
     ) -> bool:
         """Write a fact; ``supersedes`` marks an older node superseded. True if new."""
+        if isinstance(tags, str):
+            raise InvalidInputError("tags: must be a list of strings, not a string")
         ts = self._epoch("timestamp", timestamp)
         fact = _validated(
             FactIn, id=id, subject=subject, content=content, source=source,
@@ -237,7 +239,7 @@ class MemoryStore:
         if code == "unknown":
             raise UnknownNodeError(f"node {detail!r} does not exist")
         if code == "superseded":
-            raise SupersededNodeError(f"node {detail!r} is superseded and cannot be rewritten")
+            raise SupersededNodeError(f"node {detail!r} is already superseded")
         if code == "kind":
             raise InvalidInputError(f"node {node_id!r} already exists as a {detail}")
         if code == "cycle":
@@ -253,6 +255,7 @@ class MemoryStore:
 
     def embedding(self, node_id: str) -> tuple[str, np.ndarray] | None:
         """The stored vector and its model id, or None."""
+        validate_node_id(node_id)
         model, blob = self.client.hmget(self.keys.node(node_id), ["emb_model", "emb"])
         if model is None or blob is None:
             return None
@@ -356,7 +359,9 @@ class MemoryStore:
 
     def reports(self, n: int = 10) -> list[ConsolidationReport]:
         """The last ``n`` reports, newest first."""
-        raw = self.client.lrange(self.keys.reports, 0, max(n, 1) - 1)
+        if n <= 0:
+            return []
+        raw = self.client.lrange(self.keys.reports, 0, n - 1)
         return [ConsolidationReport.model_validate_json(r) for r in raw]
 
 

@@ -43,6 +43,13 @@ class TrajectoryEvent(BaseModel):
     data: Any = None
     duration_ms: float | None = None
 
+    @field_validator("duration_ms")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be finite")
+        return v
+
 
 class TrajectoryRecord(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -64,6 +71,14 @@ class TrajectoryRecord(BaseModel):
         return v
 
 
+def ensure_encodable(obj: Any) -> None:
+    """JSON escapes can smuggle lone surrogates that no UTF-8 writer accepts."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains a lone surrogate (\\udXXX escape)") from None
+
+
 def _no_constants(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -80,6 +95,8 @@ def parse_line(raw: bytes) -> TrajectoryRecord:
         raise ValueError(f"not JSON ({exc.__class__.__name__})") from None
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
+    if b"\\u" in raw:
+        ensure_encodable(obj)
     try:
         record = TrajectoryRecord.model_validate(obj)
     except ValidationError as exc:
@@ -136,6 +153,9 @@ def read_batches(
     about whole files. A line without its newline is left for the next pass: its
     writer may be mid-write. Memory stays flat in the file size.
     """
+    if not directory.is_dir():
+        yield f"trajectory dir {directory}: not a directory"
+        return
     try:
         files = sorted(p for p in directory.glob("*.jsonl") if p.is_file())
     except OSError as exc:

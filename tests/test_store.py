@@ -544,11 +544,6 @@ def test_superseding_twice_refused_or_consistent(fake_store: MemoryStore) -> Non
     assert list(zmembers(s, s.keys.collectable)) == ["v1"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: tags given as a string are split into characters "
-    "(premises as a string is refused, tags is not)",
-)
 def test_tags_as_a_string_refused(fake_store: MemoryStore) -> None:
     with pytest.raises(InvalidInputError):
         fake_store.ingest_fact("f", "s", "c", tags="urgent")
