@@ -11,7 +11,7 @@ import logging
 import ssl
 import threading
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 from celery import Celery
@@ -43,10 +43,13 @@ def celery_url(url: str) -> str:
     if parts.scheme != "unix":
         return url
     query = dict(parse_qsl(parts.query))
-    db = query.pop("db", None)
-    if db is not None:
-        query["virtual_host"] = db
-    return urlunsplit(parts._replace(scheme="redis+socket", query=urlencode(query)))
+    netloc = parts.netloc
+    if "db" in query:
+        query["virtual_host"] = query.pop("db")
+    if "password" in query and "@" not in netloc:  # redis-py's spelling; kombu's is netloc
+        netloc = f"{query.pop('username', '')}:{query.pop('password')}@"
+    tail = f"?{urlencode(query)}" if query else ""
+    return f"redis+socket://{netloc}{parts.path}{tail}"
 
 
 def _tls_options(url: str) -> dict[str, Any] | None:
