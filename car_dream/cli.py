@@ -165,7 +165,9 @@ def dev(env: Env, concurrency: int, demo: bool | None, max_reports: int | None) 
         f"namespace {config.namespace!r}, a pass every {config.interval_secs}s; "
         f"worker log {log_path}. Ctrl-C to stop."
     )
+    # Both explicitly: a shell starting us in the background leaves SIGINT ignored.
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     worker = _start_worker(worker_env, concurrency, log_path)
     seen = 0
     try:
