@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from .app import app
 from .config import DreamConfig, load_config, mask_url
 from .consolidate import run_pass
 from .embedder import Embedder, HashingEmbedder
@@ -22,7 +23,9 @@ from .errors import (
 from .keys import Keys
 from .loop import DreamHandle, spawn_dream_loop
 from .report import ConsolidationReport
+from .schedule import ensure_dream_task
 from .store import MemoryStore, Node
+from .tasks import consolidate
 
 __all__ = [
     "CarDreamError",
@@ -41,17 +44,11 @@ __all__ = [
     "PassFailedError",
     "SupersededNodeError",
     "UnknownNodeError",
+    "app",
+    "consolidate",
+    "ensure_dream_task",
     "load_config",
     "mask_url",
     "run_pass",
     "spawn_dream_loop",
 ]
-
-# --- Celery (app, task, beat) ---
-# (block owned by the Celery work: the app, the task, the beat entry)
-from .app import app
-from .schedule import ensure_dream_task
-from .tasks import consolidate
-
-__all__ += ["app", "consolidate", "ensure_dream_task"]
-# --- end Celery ---

@@ -305,7 +305,9 @@ if state == 'done' and ((ARGV[4] ~= '' and tok == ARGV[4]) or ARGV[3] == '1') th
   redis.call('SET', KEYS[1], mine, 'EX', ARGV[2])
   return {'acquired', 0}
 end
-if state == 'running' then return {'running', redis.call('PTTL', KEYS[1])} end
+-- A plain trigger merges into the running or finished pass; only a forced one,
+-- which would have run, is told that a pass is running.
+if state == 'running' and ARGV[3] == '1' then return {'running', redis.call('PTTL', KEYS[1])} end
 return {'coalesced', redis.call('PTTL', KEYS[1])}
 """
 

@@ -123,9 +123,8 @@ def test_ten_concurrent_triggers_give_one_pass_and_one_trailing_pass(
     assert completed[0].did_work
     skipped = [r for r in got if r.status == "skipped"]
     assert len(skipped) == 9
-    # Inside the window: "coalesced" once the pass finished, "running" while it ran.
-    assert {r.reason for r in skipped} <= {"coalesced", "running"}
-    assert any(r.reason == "coalesced" for r in skipped)
+    # Whether the pass was still running or had finished, a plain trigger coalesces.
+    assert {r.reason for r in skipped} == {"coalesced"}
 
     def trailing() -> list[ConsolidationReport]:
         return [r for r in reports(db) if r.trailing]

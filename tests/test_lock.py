@@ -64,6 +64,8 @@ def test_force_skips_the_window_but_not_a_running_pass(
     assert other.acquire().ok
     forced = run_pass(store, config, force=True)
     assert (forced.status, forced.reason) == ("skipped", "running")
+    plain = run_pass(store, config)  # merges into the running pass
+    assert (plain.status, plain.reason) == ("skipped", "coalesced")
 
 
 def test_trailing_pass_takes_over_by_token(store: MemoryStore, config: DreamConfig) -> None:
