@@ -111,6 +111,12 @@ def seed_demo(store: MemoryStore, data_dir: Path, now: float | None = None) -> D
     store.ingest_environment(
         "env.battery", "The laptop battery is at 80%.", observed_at=now, expires_at=now + 6 * hour
     )
+    # Observations that go stale over the next minute, so later passes have work too.
+    for secs in (15, 35, 55):
+        store.ingest_environment(
+            f"env.kettle.{secs}s", f"The kettle was heard {secs} seconds before it cooled.",
+            observed_at=now, expires_at=now + secs,
+        )  # fmt: skip
     store.ingest_fact(
         "fact.user.city.v1", "user.city", "The user lives in Lisbon.",
         source="user", provenance="peer", timestamp=now - 30 * 86400,
