@@ -17,6 +17,21 @@ NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 # Ids travel inside key names: no braces (hash tags), no whitespace, bounded length.
 NODE_ID_RE = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,200}\Z")
 
+# Suffixes after the namespace prefix. The Lua scripts get the same table (as ``K``),
+# so this module stays the only place key names are spelled.
+SUFFIX = {
+    "node": "node:",
+    "deps": "deps:",
+    "kind": "kind:",
+    "expiry": "idx:expiry",
+    "gc": "idx:gc",
+    "invalidate": "idx:invalidate",
+    "unembedded": "idx:unembedded",
+    "meta": "meta",
+    "cancel": "cancel",
+    "insights": "insights",
+}
+
 REDBEAT_PREFIX = "car-dream:redbeat"
 DREAM_ENTRY_NAME = "car-dream"
 
@@ -53,40 +68,40 @@ class Keys:
 
     def node(self, node_id: str) -> str:
         """Hash with the node's fields and, once embedded, its vector."""
-        return f"{self.prefix}node:{node_id}"
+        return f"{self.prefix}{SUFFIX['node']}{node_id}"
 
     def dependents(self, node_id: str) -> str:
         """Set of conclusion ids that cite ``node_id`` as a premise."""
-        return f"{self.prefix}deps:{node_id}"
+        return f"{self.prefix}{SUFFIX['deps']}{node_id}"
 
     def kind(self, kind: str) -> str:
         """Set of the ids of every node of one kind."""
-        return f"{self.prefix}kind:{kind}"
+        return f"{self.prefix}{SUFFIX['kind']}{kind}"
 
     @property
     def expiry(self) -> str:
         """Sorted set: prunable environment node id -> expires_at (epoch seconds)."""
-        return f"{self.prefix}idx:expiry"
+        return self.prefix + SUFFIX["expiry"]
 
     @property
     def collectable(self) -> str:
         """Sorted set: superseded, unpinned node id -> superseded_at."""
-        return f"{self.prefix}idx:gc"
+        return self.prefix + SUFFIX["gc"]
 
     @property
     def invalidate(self) -> str:
         """Set of conclusions whose premises changed and must be re-checked."""
-        return f"{self.prefix}idx:invalidate"
+        return self.prefix + SUFFIX["invalidate"]
 
     @property
     def unembedded(self) -> str:
         """Set of node ids without an embedding for the current model."""
-        return f"{self.prefix}idx:unembedded"
+        return self.prefix + SUFFIX["unembedded"]
 
     @property
     def meta(self) -> str:
         """Hash of namespace bookkeeping (embedding model, embedding version)."""
-        return f"{self.prefix}meta"
+        return self.prefix + SUFFIX["meta"]
 
     @property
     def lock(self) -> str:
@@ -99,7 +114,7 @@ class Keys:
     @property
     def cancel(self) -> str:
         """Holds the token of the pass an operator asked to cancel."""
-        return f"{self.prefix}cancel"
+        return self.prefix + SUFFIX["cancel"]
 
     @property
     def reports(self) -> str:
@@ -129,7 +144,7 @@ class Keys:
     @property
     def insight_ids(self) -> str:
         """Hash: insight subject (``tool:x``, ``source:y``, ``model:z``) -> current fact id."""
-        return f"{self.prefix}insights"
+        return self.prefix + SUFFIX["insights"]
 
     @property
     def profile_digests(self) -> str:

@@ -17,25 +17,32 @@ from typing import Any
 
 from redis.commands.core import Script
 
+from .keys import SUFFIX
+
 __all__ = ["Scripts"]
 
+# Key suffixes from keys.py as a Lua table: ``P .. K.node .. id`` is ``Keys.node(id)``.
+KEY_TABLE = "local K = {" + ", ".join(f"{k} = '{v}'" for k, v in SUFFIX.items()) + "}\n"
+
 # Shared helpers, prepended to each script. ``P`` is the key prefix.
-LIB = r"""
+LIB = (
+    KEY_TABLE
+    + r"""
 local P = ARGV[1]
 local unpack = unpack or table.unpack
-local function nk(id) return P .. 'node:' .. id end
+local function nk(id) return P .. K.node .. id end
 
 local function queue_dependents(id)
-  local deps = redis.call('SMEMBERS', P .. 'deps:' .. id)
-  for _, c in ipairs(deps) do redis.call('SADD', P .. 'idx:invalidate', c) end
+  local deps = redis.call('SMEMBERS', P .. K.deps .. id)
+  for _, c in ipairs(deps) do redis.call('SADD', P .. K.invalidate, c) end
 end
 
 local function mark_superseded(id, by, now)
   local k = nk(id)
   redis.call('HSET', k, 'superseded_by', by, 'superseded_at', now)
-  redis.call('ZREM', P .. 'idx:expiry', id)
+  redis.call('ZREM', P .. K.expiry, id)
   if redis.call('HGET', k, 'pinned') ~= '1' then
-    redis.call('ZADD', P .. 'idx:gc', now, id)
+    redis.call('ZADD', P .. K.gc, now, id)
   end
   queue_dependents(id)
 end
@@ -45,17 +52,17 @@ local function remove_node(id)
   local f = redis.call('HMGET', k, 'kind', 'premises', 'emb_model')
   if not f[1] then return 0 end
   if f[2] then
-    for _, p in ipairs(cjson.decode(f[2])) do redis.call('SREM', P .. 'deps:' .. p, id) end
+    for _, p in ipairs(cjson.decode(f[2])) do redis.call('SREM', P .. K.deps .. p, id) end
   end
   queue_dependents(id)
-  redis.call('DEL', P .. 'deps:' .. id)
+  redis.call('DEL', P .. K.deps .. id)
   redis.call('UNLINK', k)
-  redis.call('SREM', P .. 'kind:' .. f[1], id)
-  redis.call('ZREM', P .. 'idx:expiry', id)
-  redis.call('ZREM', P .. 'idx:gc', id)
-  redis.call('SREM', P .. 'idx:unembedded', id)
-  redis.call('SREM', P .. 'idx:invalidate', id)
-  if f[3] then redis.call('HINCRBY', P .. 'meta', 'emb_version', 1) end
+  redis.call('SREM', P .. K.kind .. f[1], id)
+  redis.call('ZREM', P .. K.expiry, id)
+  redis.call('ZREM', P .. K.gc, id)
+  redis.call('SREM', P .. K.unembedded, id)
+  redis.call('SREM', P .. K.invalidate, id)
+  if f[3] then redis.call('HINCRBY', P .. K.meta, 'emb_version', 1) end
   return 1
 end
 
@@ -90,33 +97,33 @@ local function write_node(id, kind, now, sup, premises, pinned, expires_at, fiel
   local k = nk(id)
   local old = redis.call('HMGET', k, 'content', 'emb', 'emb_model', 'premises')
   if old[4] then
-    for _, p in ipairs(cjson.decode(old[4])) do redis.call('SREM', P .. 'deps:' .. p, id) end
+    for _, p in ipairs(cjson.decode(old[4])) do redis.call('SREM', P .. K.deps .. p, id) end
   end
   redis.call('DEL', k)
-  local rev = redis.call('HINCRBY', P .. 'meta', 'rev', 1)
+  local rev = redis.call('HINCRBY', P .. K.meta, 'rev', 1)
   redis.call('HSET', k, 'kind', kind, 'rev', rev, 'pinned', pinned, 'written_at', now, unpack(fields))
   if expires_at ~= '' then redis.call('HSET', k, 'expires_at', expires_at) end
   local content = redis.call('HGET', k, 'content')
   if old[2] and old[1] == content then
     redis.call('HSET', k, 'emb', old[2], 'emb_model', old[3])
   else
-    if old[2] then redis.call('HINCRBY', P .. 'meta', 'emb_version', 1) end
-    redis.call('SADD', P .. 'idx:unembedded', id)
+    if old[2] then redis.call('HINCRBY', P .. K.meta, 'emb_version', 1) end
+    redis.call('SADD', P .. K.unembedded, id)
   end
-  redis.call('SADD', P .. 'kind:' .. kind, id)
+  redis.call('SADD', P .. K.kind .. kind, id)
   if kind == 'environment' and expires_at ~= '' and pinned ~= '1' then
-    redis.call('ZADD', P .. 'idx:expiry', expires_at, id)
+    redis.call('ZADD', P .. K.expiry, expires_at, id)
   else
-    redis.call('ZREM', P .. 'idx:expiry', id)
+    redis.call('ZREM', P .. K.expiry, id)
   end
   if #premises > 0 then
     redis.call('HSET', k, 'premises', cjson.encode(premises))
     local stale = false
     for _, p in ipairs(premises) do
-      redis.call('SADD', P .. 'deps:' .. p, id)
+      redis.call('SADD', P .. K.deps .. p, id)
       if redis.call('HEXISTS', nk(p), 'superseded_by') == 1 then stale = true end
     end
-    if stale then redis.call('SADD', P .. 'idx:invalidate', id) end
+    if stale then redis.call('SADD', P .. K.invalidate, id) end
   end
   if sup ~= '' then
     redis.call('HSET', k, 'supersedes', sup)
@@ -127,10 +134,11 @@ end
 
 local function fence(lock_key, token)
   if redis.call('GET', lock_key) ~= 'running:' .. token then return 'lost' end
-  if redis.call('GET', P .. 'cancel') == token then return 'cancelled' end
+  if redis.call('GET', P .. K.cancel) == token then return 'cancelled' end
   return nil
 end
 """
+)
 
 # KEYS[1] node key. ARGV: prefix, id, kind, now, supersedes|'', premises json, pinned,
 # expires_at|'', then field name/value pairs.
@@ -154,10 +162,10 @@ PRUNE = (
     LIB
     + r"""
 local f = fence(KEYS[1], ARGV[2]) if f then return {f} end
-local ids = redis.call('ZRANGEBYSCORE', P .. 'idx:expiry', '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
+local ids = redis.call('ZRANGEBYSCORE', P .. K.expiry, '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
 local n = 0
-for _, id in ipairs(ids) do n = n + remove_node(id) ; redis.call('ZREM', P .. 'idx:expiry', id) end
-return {'ok', n, redis.call('ZCOUNT', P .. 'idx:expiry', '-inf', ARGV[3])}
+for _, id in ipairs(ids) do n = n + remove_node(id) ; redis.call('ZREM', P .. K.expiry, id) end
+return {'ok', n, redis.call('ZCOUNT', P .. K.expiry, '-inf', ARGV[3])}
 """
 )
 
@@ -167,7 +175,7 @@ INVALIDATE = (
     LIB
     + r"""
 local f = fence(KEYS[1], ARGV[2]) if f then return {f} end
-local ids = redis.call('SPOP', P .. 'idx:invalidate', tonumber(ARGV[4]))
+local ids = redis.call('SPOP', P .. K.invalidate, tonumber(ARGV[4]))
 local n = 0
 for _, id in ipairs(ids) do
   local c = redis.call('HMGET', nk(id), 'kind', 'premises', 'superseded_by')
@@ -185,7 +193,7 @@ for _, id in ipairs(ids) do
     end
   end
 end
-return {'ok', n, redis.call('SCARD', P .. 'idx:invalidate')}
+return {'ok', n, redis.call('SCARD', P .. K.invalidate)}
 """
 )
 
@@ -194,17 +202,17 @@ COLLECT = (
     LIB
     + r"""
 local f = fence(KEYS[1], ARGV[2]) if f then return {f} end
-local ids = redis.call('ZRANGE', P .. 'idx:gc', 0, tonumber(ARGV[4]) - 1)
+local ids = redis.call('ZRANGE', P .. K.gc, 0, tonumber(ARGV[4]) - 1)
 local n = 0
 for _, id in ipairs(ids) do
   if redis.call('HGET', nk(id), 'pinned') == '1' then
-    redis.call('ZREM', P .. 'idx:gc', id)
+    redis.call('ZREM', P .. K.gc, id)
   else
     n = n + remove_node(id)
-    redis.call('ZREM', P .. 'idx:gc', id)
+    redis.call('ZREM', P .. K.gc, id)
   end
 end
-return {'ok', n, redis.call('ZCARD', P .. 'idx:gc')}
+return {'ok', n, redis.call('ZCARD', P .. K.gc)}
 """
 )
 
@@ -219,14 +227,14 @@ for i = 4, #ARGV, 3 do
   local id, rev, vec = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local cur = redis.call('HGET', nk(id), 'rev')
   if not cur then
-    redis.call('SREM', P .. 'idx:unembedded', id)
+    redis.call('SREM', P .. K.unembedded, id)
   elseif cur == rev then
     redis.call('HSET', nk(id), 'emb', vec, 'emb_model', ARGV[3])
-    redis.call('SREM', P .. 'idx:unembedded', id)
+    redis.call('SREM', P .. K.unembedded, id)
     n = n + 1
   end
 end
-if n > 0 then redis.call('HINCRBY', P .. 'meta', 'emb_version', 1) end
+if n > 0 then redis.call('HINCRBY', P .. K.meta, 'emb_version', 1) end
 return {'ok', n}
 """
 )
@@ -237,11 +245,11 @@ SWITCH_MODEL = (
     LIB
     + r"""
 local f = fence(KEYS[1], ARGV[2]) if f then return {f} end
-if redis.call('HGET', P .. 'meta', 'embed_model') == ARGV[3] then return {'ok', 0} end
-redis.call('SUNIONSTORE', P .. 'idx:unembedded', P .. 'idx:unembedded',
-  P .. 'kind:fact', P .. 'kind:environment', P .. 'kind:conclusion')
-redis.call('HSET', P .. 'meta', 'embed_model', ARGV[3])
-redis.call('HINCRBY', P .. 'meta', 'emb_version', 1)
+if redis.call('HGET', P .. K.meta, 'embed_model') == ARGV[3] then return {'ok', 0} end
+redis.call('SUNIONSTORE', P .. K.unembedded, P .. K.unembedded,
+  P .. K.kind .. 'fact', P .. K.kind .. 'environment', P .. K.kind .. 'conclusion')
+redis.call('HSET', P .. K.meta, 'embed_model', ARGV[3])
+redis.call('HINCRBY', P .. K.meta, 'emb_version', 1)
 return {'ok', 1}
 """
 )
@@ -272,9 +280,9 @@ for key, members in pairs(pl.srem or {}) do
 end
 local n = 0
 for _, fact in ipairs(pl.facts or {}) do
-  local seq = redis.call('HINCRBY', P .. 'meta', 'insight_seq', 1)
+  local seq = redis.call('HINCRBY', P .. K.meta, 'insight_seq', 1)
   local id = fact.base .. '.' .. seq
-  local prev = redis.call('HGET', P .. 'insights', fact.slot)
+  local prev = redis.call('HGET', P .. K.insights, fact.slot)
   local sup = ''
   if prev and redis.call('EXISTS', nk(prev)) == 1 and not redis.call('HGET', nk(prev), 'superseded_by') then
     sup = prev
@@ -283,7 +291,7 @@ for _, fact in ipairs(pl.facts or {}) do
     'content', fact.content, 'subject', fact.subject, 'source', 'car-dream',
     'provenance', 'consolidation', 'scope', 'global', 'timestamp', now,
     'tags', cjson.encode(fact.tags)})
-  redis.call('HSET', P .. 'insights', fact.slot, id)
+  redis.call('HSET', P .. K.insights, fact.slot, id)
   n = n + 1
 end
 return {'ok', n}
