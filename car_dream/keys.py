@@ -33,6 +33,9 @@ SUFFIX = {
 }
 
 REDBEAT_PREFIX = "car-dream:redbeat"
+# The one key outside every namespace: the set of namespaces that have been written
+# to, for the dispatcher. (On Redis Cluster it lives in a slot of its own.)
+NAMESPACES_KEY = "car-dream:namespaces"
 DREAM_ENTRY_NAME = "car-dream"
 
 

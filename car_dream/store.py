@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, InvalidInputError, SupersededNodeError, UnknownNodeError
-from .keys import Keys, validate_node_id
+from .keys import NAMESPACES_KEY, Keys, validate_node_id
 from .report import ConsolidationReport
 from .scripts import Scripts
 
@@ -144,6 +144,7 @@ class MemoryStore:
         self.namespace = namespace
         self.keys = Keys(namespace)
         self.scripts = Scripts.of(client)
+        self._registered = False
 
     # -- writing -----------------------------------------------------------------
 
@@ -228,7 +229,11 @@ class MemoryStore:
                 "" if expires_at is None else repr(expires_at), *fields,
             ],
         )  # fmt: skip
-        return self._check_reply(node_id, reply)
+        created = self._check_reply(node_id, reply)
+        if not self._registered:  # once per store object: a namespace registers on first write
+            self.client.sadd(NAMESPACES_KEY, self.namespace)
+            self._registered = True
+        return created
 
     @staticmethod
     def _check_reply(node_id: str, reply: list[Any]) -> bool:
@@ -247,6 +252,11 @@ class MemoryStore:
         raise InvalidInputError(f"write of {node_id!r} refused: {code} {detail}")
 
     # -- reading -----------------------------------------------------------------
+
+    @staticmethod
+    def namespaces(client: Any) -> list[str]:
+        """Every namespace that has been written to (registered on first write)."""
+        return sorted(m.decode() for m in client.smembers(NAMESPACES_KEY))
 
     def get(self, node_id: str) -> Node | None:
         validate_node_id(node_id)

@@ -24,6 +24,7 @@ import pytest
 import redis
 
 from car_dream.config import DreamConfig, load_config
+from car_dream.keys import NAMESPACES_KEY
 from car_dream.store import MemoryStore
 
 REDIS_HOST = os.environ.get("CAR_DREAM_TEST_REDIS_HOST", "127.0.0.1")
@@ -102,6 +103,7 @@ def real_store(real_client: redis.Redis, namespace: str) -> Iterator[MemoryStore
     keys = list(real_client.scan_iter(match=f"{store.keys.prefix}*", count=1000))
     if keys:
         real_client.unlink(*keys)
+    real_client.srem(NAMESPACES_KEY, namespace)
 
 
 def free_port() -> int:

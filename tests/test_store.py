@@ -22,6 +22,7 @@ from car_dream.errors import (
     SupersededNodeError,
     UnknownNodeError,
 )
+from car_dream.keys import NAMESPACES_KEY
 from car_dream.report import ConsolidationReport
 from car_dream.store import MemoryStore, Node
 
@@ -368,7 +369,8 @@ def test_every_key_written_is_under_the_namespace_prefix(store: MemoryStore) -> 
     embed(store, "base")
     store.ingest_conclusion("c2", "stale", premises=["old"])
     store.record_report(ConsolidationReport(started_at=T0, namespace=store.namespace))
-    written = set(store.client.keys("*")) - everything_before
+    # The namespace registry is the one key outside: the dispatcher's list of namespaces.
+    written = set(store.client.keys("*")) - everything_before - {NAMESPACES_KEY.encode()}
     assert len(written) > 8
     prefix = f"car-dream:{{{store.namespace}}}:".encode()
     assert all(k.startswith(prefix) for k in written), sorted(written)
@@ -547,3 +549,14 @@ def test_superseding_twice_refused_or_consistent(fake_store: MemoryStore) -> Non
 def test_tags_as_a_string_refused(fake_store: MemoryStore) -> None:
     with pytest.raises(InvalidInputError):
         fake_store.ingest_fact("f", "s", "c", tags="urgent")
+
+
+def test_namespaces_register_on_first_write(fake: Any) -> None:
+    assert MemoryStore.namespaces(fake) == []
+    MemoryStore(fake, "agent-b").ingest_fact("f", "s", "c")
+    a = MemoryStore(fake, "agent-a")
+    with pytest.raises(InvalidInputError):
+        a.ingest_fact("bad id", "s", "c")  # a refused write registers nothing
+    assert MemoryStore.namespaces(fake) == ["agent-b"]
+    a.ingest_environment("e", "c")
+    assert MemoryStore.namespaces(fake) == ["agent-a", "agent-b"]
