@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from .app import app
+from .check import CheckReport, check_store
 from .config import DreamConfig, load_config, mask_url
 from .consolidate import run_pass
 from .embedder import Embedder, HashingEmbedder
@@ -29,6 +30,7 @@ from .tasks import consolidate
 
 __all__ = [
     "CarDreamError",
+    "CheckReport",
     "ConfigError",
     "ConsolidationReport",
     "DreamConfig",
@@ -45,6 +47,7 @@ __all__ = [
     "SupersededNodeError",
     "UnknownNodeError",
     "app",
+    "check_store",
     "consolidate",
     "ensure_dream_task",
     "load_config",

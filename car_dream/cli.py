@@ -380,6 +380,29 @@ def cancel(env: Env) -> None:
         click.echo("no pass is running")
 
 
+@cli.command()
+@click.option("--repair", is_flag=True, help="Fix index drift (never deletes a node).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_env
+def check(env: Env, repair: bool, as_json: bool) -> None:
+    """Verify the namespace's indexes and links; exit 1 while problems remain."""
+    from .check import check_store
+
+    report = check_store(env.store, repair=repair)
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+    else:
+        click.echo(report.summary())
+        for name, count in report.problem_counts.items():
+            click.echo(f"  {name}: {count}")
+        for message in report.messages[:20]:
+            click.echo(f"  - {message}")
+        if not report.ok and not repair:
+            click.echo("run `car-dream check --repair` to fix index drift", err=True)
+    if not report.ok:
+        sys.exit(1)
+
+
 # -- ingest -----------------------------------------------------------------------
 
 
