@@ -81,6 +81,7 @@ def celery_settings(config: DreamConfig, url: str) -> dict[str, Any]:
     loop = beat_max_loop_interval(config.interval_secs)
     settings: dict[str, Any] = {
         "broker_url": celery_url(broker),
+        "task_default_queue": config.queue,
         "result_backend": celery_url(url),
         # JSON only: a pickle message from anyone who can write to Redis would be code.
         "task_serializer": "json",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -17,6 +18,7 @@ __all__ = ["DreamConfig", "load_config", "mask_url"]
 ENV_PREFIX = "CAR_DREAM_"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 BROKER_SCHEMES = (*REDIS_SCHEMES, "amqp", "amqps", "pyamqp")
+QUEUE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}\Z")
 
 
 def mask_url(url: str | None) -> str | None:
@@ -54,6 +56,9 @@ class DreamConfig(BaseSettings):
     outcome_profiles_path: Path | None = None
     max_trailing: int = Field(1, ge=0, le=100)
     batch_size: int = Field(500, ge=1, le=100_000)
+    dispatch: bool = Field(False, description="Beat fans out one pass per registered namespace.")
+    dispatch_chunk: int = Field(500, ge=1, le=10_000)
+    queue: str = Field("celery", description="Celery queue of car-dream's tasks.")
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".local/share/car-dream")
 
     @field_validator("redis_url")
@@ -70,6 +75,13 @@ class DreamConfig(BaseSettings):
     @classmethod
     def _namespace(cls, value: str) -> str:
         return validate_namespace(value)
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, value: str) -> str:
+        if not QUEUE_RE.match(value):
+            raise ValueError("use 1-200 letters, digits, '-', '_', '.' or ':'")
+        return value
 
     @property
     def lock_ttl(self) -> int:

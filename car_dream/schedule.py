@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,16 +17,28 @@ from redbeat.schedulers import get_redis as redbeat_redis
 
 from .app import app as default_app
 from .app import dream_config
+from .config import DreamConfig
 from .keys import DREAM_ENTRY_NAME
 
-__all__ = ["ensure_dream_task", "entry_name", "get_schedule", "parse_every", "set_schedule"]
+__all__ = [
+    "DISPATCH_ENTRY_NAME",
+    "ensure_dream_task",
+    "entry_name",
+    "get_schedule",
+    "parse_every",
+    "set_schedule",
+]
 
 log = logging.getLogger(__name__)
 
 TASK_NAME = "car_dream.consolidate"
+DISPATCH_TASK_NAME = "car_dream.dispatch"
+# Not of the form ``car-dream:<namespace>``, so no namespace can take its name.
+DISPATCH_ENTRY_NAME = f"{DREAM_ENTRY_NAME}-dispatch"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _EVERY = re.compile(r"(\d+)\s*([smhd])")
 MIN_EVERY = 2
+_client_guard = threading.Lock()
 
 
 def parse_every(text: str) -> int:
@@ -47,12 +60,17 @@ def entry_name(namespace: str) -> str:
     return DREAM_ENTRY_NAME if namespace == "default" else f"{DREAM_ENTRY_NAME}:{namespace}"
 
 
-def _entry(celery_app: Celery, every_secs: int, namespace: str) -> RedBeatSchedulerEntry:
+def _name(config: DreamConfig) -> str:
+    """The entry this configuration's beat keeps: dispatch, or the one namespace's."""
+    return DISPATCH_ENTRY_NAME if config.dispatch else entry_name(config.namespace)
+
+
+def _entry(celery_app: Celery, every_secs: int, config: DreamConfig) -> RedBeatSchedulerEntry:
     return RedBeatSchedulerEntry(
-        name=entry_name(namespace),
-        task=TASK_NAME,
+        name=_name(config),
+        task=DISPATCH_TASK_NAME if config.dispatch else TASK_NAME,
         schedule=every(timedelta(seconds=every_secs)),
-        kwargs={"namespace": namespace},
+        kwargs={} if config.dispatch else {"namespace": config.namespace},
         # A trigger still queued an interval later is stale: the next one replaces it.
         options={"expires": every_secs},
         app=celery_app,
@@ -63,16 +81,22 @@ def ensure_dream_task(celery_app: Celery | None = None) -> bool:
     """Create the beat entry (every ``interval_secs``) unless it exists; True if created.
 
     Atomic (HSETNX on the definition), so beats starting together create it once.
+    With ``CAR_DREAM_DISPATCH=true`` the entry is ``car-dream-dispatch`` (task
+    ``car_dream.dispatch``, every namespace) and the single-namespace entry of
+    ``CAR_DREAM_NAMESPACE`` is removed, since dispatch covers it; with it false, the
+    reverse. So a namespace is never triggered by both.
     """
     target = celery_app or default_app
     config = dream_config(target)
     conf = ensure_conf(target)
-    entry = _entry(target, config.interval_secs, config.namespace)
+    with _client_guard:  # RedBeat creates its client lazily, and not thread-safely
+        client = redbeat_redis(target)
+    _remove_other(target, config)
+    entry = _entry(target, config.interval_secs, config)
     definition = {
         "name": entry.name, "task": entry.task, "args": entry.args, "kwargs": entry.kwargs,
         "options": entry.options, "schedule": entry.schedule, "enabled": True,
     }  # fmt: skip
-    client = redbeat_redis(target)
     if client.hsetnx(entry.key, "definition", json.dumps(definition, cls=RedBeatJSONEncoder)):
         with client.pipeline() as pipe:
             pipe.hsetnx(entry.key, "meta", json.dumps({"last_run_at": None}))
@@ -90,9 +114,17 @@ def ensure_dream_task(celery_app: Celery | None = None) -> bool:
     return False
 
 
-def _load(target: Celery, namespace: str) -> RedBeatSchedulerEntry | None:
+def _remove_other(target: Celery, config: DreamConfig) -> None:
+    other = entry_name(config.namespace) if config.dispatch else DISPATCH_ENTRY_NAME
+    entry = _load(target, other)
+    if entry is not None:
+        entry.delete()
+        log.info("car-dream: removed beat entry %r (CAR_DREAM_DISPATCH=%s)", other, config.dispatch)
+
+
+def _load(target: Celery, name: str) -> RedBeatSchedulerEntry | None:
     ensure_conf(target)
-    key = RedBeatSchedulerEntry.generate_key(target, entry_name(namespace))
+    key = RedBeatSchedulerEntry.generate_key(target, name)
     try:
         return RedBeatSchedulerEntry.from_key(key, app=target)
     except KeyError:
@@ -104,9 +136,9 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def get_schedule(celery_app: Celery | None = None) -> dict[str, Any] | None:
-    """The namespace's beat entry as plain data, or None if there is none."""
+    """The beat entry (dispatch, or the namespace's) as plain data, or None if there is none."""
     target = celery_app or default_app
-    entry = _load(target, dream_config(target).namespace)
+    entry = _load(target, _name(dream_config(target)))
     if entry is None:
         return None
     run_every = getattr(entry.schedule, "run_every", None)
@@ -127,10 +159,10 @@ def set_schedule(every_secs: int, celery_app: Celery | None = None) -> dict[str,
     if every_secs < MIN_EVERY:
         raise ValueError(f"the interval must be at least {MIN_EVERY}s")
     target = celery_app or default_app
-    namespace = dream_config(target).namespace
-    entry = _load(target, namespace)
+    config = dream_config(target)
+    entry = _load(target, _name(config))
     if entry is None:
-        entry = _entry(target, every_secs, namespace)
+        entry = _entry(target, every_secs, config)
     else:
         entry.schedule = every(timedelta(seconds=every_secs))
         entry.options = {**(entry.options or {}), "expires": every_secs}

@@ -361,11 +361,15 @@ class MemoryStore:
     def record_report(self, report: ConsolidationReport) -> None:
         """Keep the report in the capped list and publish it to live watchers."""
         data = report.model_dump_json()
+        cluster = hasattr(self.client, "get_node_from_key")  # redis-py's RedisCluster
         pipe = self.client.pipeline(transaction=True)
         pipe.lpush(self.keys.reports, data)
         pipe.ltrim(self.keys.reports, 0, REPORTS_KEPT - 1)
-        pipe.publish(self.keys.reports_channel, data)
+        if not cluster:  # one round trip; a cluster pipeline refuses PUBLISH (no key)
+            pipe.publish(self.keys.reports_channel, data)
         pipe.execute()
+        if cluster:
+            self.client.publish(self.keys.reports_channel, data)
 
     def reports(self, n: int = 10) -> list[ConsolidationReport]:
         """The last ``n`` reports, newest first."""

@@ -1,4 +1,5 @@
-"""The Celery task ``car_dream.consolidate``: one pass, and its trailing pass.
+"""The Celery tasks: ``car_dream.consolidate`` (one pass, and its trailing pass) and
+``car_dream.dispatch`` (one ``consolidate`` per registered namespace).
 
 The report is the task's result (JSON), so Flower and ``AsyncResult.get()`` show it;
 ``run_pass`` has already stored it in the namespace's report list.
@@ -15,12 +16,13 @@ from celery import Celery, Task
 from .app import app, dream_config, get_redis
 from .consolidate import run_pass
 from .errors import InvalidInputError, PassFailedError
-from .keys import validate_namespace
+from .keys import NAMESPACE_RE, NAMESPACES_KEY, validate_namespace
 from .store import MemoryStore
 
-__all__ = ["TASK_NAME", "consolidate", "register"]
+__all__ = ["DISPATCH_TASK_NAME", "TASK_NAME", "consolidate", "dispatch", "register"]
 
 TASK_NAME = "car_dream.consolidate"
+DISPATCH_TASK_NAME = "car_dream.dispatch"
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +76,49 @@ _OPTIONS: dict[str, Any] = {
 }
 
 
+def _dispatch(self: Task, cursor: int = 0) -> dict[str, Any]:
+    """Send one ``consolidate(namespace)`` per registered namespace, one page at a time.
+
+    Each run reads one ``SSCAN`` page of ``car-dream:namespaces`` (about
+    ``dispatch_chunk`` names), first re-enqueues itself with the next cursor (so another
+    worker pages on while this one sends), then sends this page's passes. Every message
+    is small, and every one expires after an interval: the next beat tick replaces it.
+    A name SSCAN repeats (it may, while the set is rehashed) is coalesced by the lock.
+    """
+    config = dream_config(self.app)
+    client = get_redis(self.app)
+    nxt, members = client.sscan(NAMESPACES_KEY, cursor=int(cursor), count=config.dispatch_chunk)
+    names = sorted({m.decode() if isinstance(m, bytes) else str(m) for m in members})
+    valid = [n for n in names if NAMESPACE_RE.match(n)]
+    expires = config.interval_secs
+    with self.app.producer_or_acquire() as producer:
+        if int(nxt):
+            self.apply_async(kwargs={"cursor": int(nxt)}, expires=expires, producer=producer)
+        task = self.app.tasks[TASK_NAME]
+        for ns in valid:
+            task.apply_async(kwargs={"namespace": ns}, expires=expires, producer=producer)
+    if len(valid) < len(names):
+        log.warning(
+            "car-dream: dispatch skipped %d invalid namespace names", len(names) - len(valid)
+        )
+    return {"cursor": int(cursor), "next_cursor": int(nxt), "dispatched": len(valid)}
+
+
+_DISPATCH_OPTIONS: dict[str, Any] = {"name": DISPATCH_TASK_NAME, "bind": True}
+
+
 def register(celery_app: Celery) -> Any:
-    """Register the task on another car-dream app (see :func:`car_dream.app.create_app`)."""
+    """Register the tasks on another car-dream app (see :func:`car_dream.app.create_app`).
+
+    Returns the consolidate task; the dispatch task is ``celery_app.tasks[DISPATCH_TASK_NAME]``.
+    """
+    register_dispatch(celery_app)
     return celery_app.task(**_OPTIONS)(_consolidate)
 
 
-consolidate = register(app)
+def register_dispatch(celery_app: Celery) -> Any:
+    return celery_app.task(**_DISPATCH_OPTIONS)(_dispatch)
+
+
+dispatch = register_dispatch(app)
+consolidate = app.task(**_OPTIONS)(_consolidate)
