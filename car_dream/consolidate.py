@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -303,31 +304,59 @@ class _Pass:
     # -- step 6: embeddings --------------------------------------------------------
 
     def embed_missing(self) -> None:
+        """Embed every node the index lists, one batch ahead of the writes.
+
+        Each batch is one read (ids, contents and revs from one script) and one fenced
+        write; the write of batch ``i`` runs on a helper thread while batch ``i + 1`` is
+        read and embedded, so Redis I/O hides behind the embedder. Ids still in flight
+        are left out of the next read.
+        """
         model = self.embedder.model_id
         self.fenced(self.scripts.switch_model, model)
         k = self.keys
         # Bounded by what is missing now: what agents add meanwhile is the trailing pass's.
-        rounds = math.ceil(int(self.client.scard(k.unembedded)) / self.batch) + 1
-        for _ in range(rounds):
-            ids = [m.decode() for m in self.client.srandmember(k.unembedded, self.batch)]
-            if not ids:
-                return
-            pipe = self.client.pipeline(transaction=False)
-            for node_id in ids:
-                pipe.hmget(k.node(node_id), ["content", "rev"])
-            rows = pipe.execute()
-            live = [
-                (i, c.decode(), r) for i, (c, r) in zip(ids, rows, strict=True) if c is not None
-            ]
-            args: list[Any] = [model]
-            if live:
-                vectors = np.asarray(self.embedder.embed([c for _, c, _ in live]), dtype=np.float32)
-                for (node_id, _, rev), vec in zip(live, vectors, strict=True):
-                    args += [node_id, rev, vec.tobytes()]
-            gone = [i for i, (c, _) in zip(ids, rows, strict=True) if c is None]
-            for node_id in gone:  # the script drops ids of vanished nodes from the index
-                args += [node_id, "", b""]
-            self.report.nodes_embedded += int(self.fenced(self.scripts.store_embeddings, *args)[1])
+        rounds = math.ceil(int(self.client.scard(k.unembedded)) / self.batch) + 2
+        inflight: set[str] = set()
+        pending: Future[int] | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="car-dream-embed") as writer:
+            try:
+                for _ in range(rounds):
+                    self.checkpoint()
+                    reply = self.scripts.fetch_unembedded(
+                        keys=[k.unembedded], args=[k.prefix, self.batch + len(inflight)]
+                    )
+                    rows = [r for r in json.loads(reply) if r[0] not in inflight][: self.batch]
+                    if not rows:
+                        if pending is None:
+                            break
+                        self.report.nodes_embedded += pending.result()
+                        pending, inflight = None, set()
+                        continue
+                    args = self.embed_batch(model, rows)
+                    if pending is not None:
+                        self.report.nodes_embedded += pending.result()
+                    pending = writer.submit(self.store_vectors, args)
+                    inflight = {r[0] for r in rows}
+            finally:
+                if pending is not None:
+                    self.report.nodes_embedded += pending.result()
+
+    def embed_batch(self, model: str, rows: list[list[Any]]) -> list[Any]:
+        """The STORE_VECTORS arguments for rows of ``[id, content|false, rev|false]``."""
+        live = [(i, c, r) for i, c, r in rows if isinstance(c, str) and isinstance(r, str)]
+        gone = [i for i, c, r in rows if not (isinstance(c, str) and isinstance(r, str))]
+        if live:
+            vectors = np.ascontiguousarray(
+                self.embedder.embed([c for _, c, _ in live]), dtype=np.float32
+            )
+            size, blob = vectors.shape[1] * 4, vectors.tobytes()
+        else:
+            size, blob = 0, b""
+        return [model, size, "\n".join(i for i, _, _ in live),
+                "\n".join(r for _, _, r in live), blob, "\n".join(gone)]  # fmt: skip
+
+    def store_vectors(self, args: list[Any]) -> int:
+        return int(self.fenced(self.scripts.store_vectors, *args)[1])
 
     # -- step 8: embeddings file ---------------------------------------------------
 
