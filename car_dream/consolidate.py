@@ -14,8 +14,9 @@ import os
 import tempfile
 import threading
 import time
+import zipfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ from .keys import Keys
 from .lock import PassLock
 from .profiles import load_profiles, profile_digest, profile_insight
 from .report import ConsolidationReport
+from .shutdown import SHUTDOWN, pass_running
 from .store import KINDS, MemoryStore
 from .trajectory import Batch, read_batches, slot_id, source_insight, tool_insight
 
@@ -69,7 +71,7 @@ def run_pass(
         return _finish(store, report, started, clock, "skipped", got.outcome)
     status, reason = "completed", None
     try:
-        with lock.keepalive():
+        with lock.keepalive(), pass_running():
             _Pass(store, config, report, lock, embedder, clock, cancel_event).run()
         if not lock.finish():
             status, reason = "lost_lock", "lock taken over before the pass could finish"
@@ -177,6 +179,8 @@ class _Pass:
             raise LockLostError("lock lost: another pass holds the namespace")
         if self.lock.cancelled.is_set() or (self.cancel_event and self.cancel_event.is_set()):
             raise PassCancelledError("cancelled between batches")
+        if SHUTDOWN.is_set():
+            raise PassCancelledError("worker shutting down (SIGTERM): stopped between batches")
 
     def fenced(self, script: Any, *args: Any) -> list[Any]:
         self.checkpoint()
@@ -370,35 +374,57 @@ class _Pass:
             self.report.warn(f"embeddings not persisted to {path}: {_reason(exc)}")
 
     def write_embeddings(self, path: Path, version: str) -> None:
+        """Stream every current embedding to ``path`` (.npz: ids, vectors, model_id, version).
+
+        Vectors are spooled to a scratch file next to ``path`` batch by batch, then copied
+        into the archive: memory stays one batch whatever the size of the store.
+        """
         model = self.embedder.model_id
-        ids: list[str] = []
-        vectors: list[np.ndarray] = []
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as spool:
+            ids_path, vec_path = Path(spool) / "ids", Path(spool) / "vectors"
+            count, width, size = 0, 1, 0
+            with ids_path.open("w", encoding="ascii") as ids_out, vec_path.open("wb") as vec_out:
+                for node_id, blob in self._current_vectors(model):
+                    if count and len(blob) != size:
+                        continue  # a vector of another shape cannot join the matrix
+                    size = len(blob)
+                    ids_out.write(node_id + "\n")
+                    vec_out.write(blob)
+                    width = max(width, len(node_id))
+                    count += 1
+            dims = size // 4
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                        with ids_path.open(encoding="ascii") as ids_in:
+                            _npy_entry(zf, "ids", np.dtype(f"<U{width}"), (count,),
+                                       _id_chunks(ids_in, width, self.batch))  # fmt: skip
+                        with vec_path.open("rb") as vec_in:
+                            chunks = iter(lambda: vec_in.read(1 << 20), b"")
+                            _npy_entry(zf, "vectors", np.dtype("<f4"), (count, dims), chunks)
+                        for name, value in (("model_id", model), ("version", version)):
+                            with zf.open(f"{name}.npy", "w") as entry:
+                                np.lib.format.write_array(entry, np.array(value))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+
+    def _current_vectors(self, model: str) -> Iterator[tuple[str, bytes]]:
         for kind in KINDS:
-            chunk = []
+            chunk: list[str] = []
             for node_id in self.store.ids(kind, self.batch):
                 chunk.append(node_id)
                 if len(chunk) >= self.batch:
-                    self._collect(chunk, model, ids, vectors)
+                    yield from self._collect(chunk, model)
                     chunk = []
-            self._collect(chunk, model, ids, vectors)
-        dims = vectors[0].shape[0] if vectors else 0
-        matrix = np.stack(vectors) if vectors else np.zeros((0, dims), dtype=np.float32)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, ids=np.array(ids, dtype=str), vectors=matrix,
-                         model_id=np.array(model), version=np.array(version))  # fmt: skip
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            yield from self._collect(chunk, model)
 
-    def _collect(
-        self, chunk: list[str], model: str, ids: list[str], vectors: list[np.ndarray]
-    ) -> None:
+    def _collect(self, chunk: list[str], model: str) -> Iterator[tuple[str, bytes]]:
         if not chunk:
             return
         pipe = self.client.pipeline(transaction=False)
@@ -406,8 +432,31 @@ class _Pass:
             pipe.hmget(self.keys.node(node_id), ["emb_model", "emb"])
         for node_id, (m, blob) in zip(chunk, pipe.execute(), strict=True):
             if m is not None and blob is not None and m.decode() == model:
-                ids.append(node_id)
-                vectors.append(np.frombuffer(blob, dtype=np.float32))
+                yield node_id, blob
+
+
+def _id_chunks(lines: Iterator[str], width: int, batch: int) -> Iterator[bytes]:
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line.rstrip("\n"))
+        if len(chunk) >= batch:
+            yield np.array(chunk, dtype=f"<U{width}").tobytes()
+            chunk = []
+    if chunk:
+        yield np.array(chunk, dtype=f"<U{width}").tobytes()
+
+
+def _npy_entry(
+    zf: zipfile.ZipFile, name: str, dtype: np.dtype[Any], shape: tuple[int, ...],
+    chunks: Iterator[bytes],
+) -> None:  # fmt: skip
+    """One ``.npy`` member of an ``.npz``, its data streamed from ``chunks``."""
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+              "shape": shape}  # fmt: skip
+    with zf.open(f"{name}.npy", "w", force_zip64=True) as entry:
+        np.lib.format.write_array_header_2_0(entry, header)
+        for chunk in chunks:
+            entry.write(chunk)
 
 
 def _persisted_version(path: Path) -> str | None:
