@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint fmt chaos bench clean install
+.PHONY: run test lint fmt chaos bench bench-quick clean install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ run: $(VENV)/.stamp-embedded
 
 test: $(VENV)/.stamp-embedded+flower+test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# benchmarks/ is not part of the suite: its own redis-server, its own numbers (README "Scaling").
+bench: $(VENV)/.stamp-embedded
+	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
+
+bench-quick: $(VENV)/.stamp-embedded
+	$(BIN)/python -m benchmarks.bench --quick $(BENCH_ARGS)
 
 lint: $(VENV)/.stamp-embedded+flower+test+dev
 	$(BIN)/ruff check car_dream tests
