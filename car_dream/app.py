@@ -99,7 +99,7 @@ def celery_settings(config: DreamConfig, url: str) -> dict[str, Any]:
         "result_expires": 7 * 24 * 3600,
         "timezone": "UTC",
         "enable_utc": True,
-        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "beat_scheduler": "car_dream.beat:DreamScheduler",  # RedBeat that outlives an outage
         "beat_max_loop_interval": loop,
         "redbeat_redis_url": url,
         "redbeat_key_prefix": REDBEAT_PREFIX + ":",

@@ -39,7 +39,7 @@ def test_settings_are_json_only_with_events_and_redbeat(tmp_path: Path) -> None:
     assert s["task_serializer"] == s["result_serializer"] == "json"
     assert s["worker_send_task_events"] and s["task_send_sent_event"] and s["task_track_started"]
     assert s["worker_prefetch_multiplier"] == 1
-    assert s["beat_scheduler"] == "redbeat.RedBeatScheduler"
+    assert s["beat_scheduler"] == "car_dream.beat:DreamScheduler"
     assert s["redbeat_key_prefix"] == "car-dream:redbeat:"
     assert s["broker_url"] == s["result_backend"] == s["redbeat_redis_url"]
     assert s["beat_max_loop_interval"] == 1
