@@ -29,6 +29,7 @@ class DreamScheduler(RedBeatScheduler):  # type: ignore[misc]
     """RedBeat that survives Redis going away and coming back."""
 
     _redis_down = False
+    lock: Any = None  # RedBeat sets it at start-up (beat_init) when it gets the lock
 
     def _new_lock(self) -> Any:
         client = get_redis(self.app)
