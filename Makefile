@@ -24,6 +24,11 @@ run: $(VENV)/.stamp-embedded
 test: $(VENV)/.stamp-embedded+flower+test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# tests/chaos is not collected by `make test` (norecursedirs): real redis-servers of its
+# own, real workers and beats, faults injected; it ends with a table.
+chaos: $(VENV)/.stamp-embedded+flower+test
+	$(BIN)/python -m pytest tests/chaos -v $(PYTEST_ARGS)
+
 # benchmarks/ is not part of the suite: its own redis-server, its own numbers (README "Scaling").
 bench: $(VENV)/.stamp-embedded
 	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
