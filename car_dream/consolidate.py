@@ -310,37 +310,41 @@ class _Pass:
     def embed_missing(self) -> None:
         """Embed every node the index lists, one batch ahead of the writes.
 
-        Each batch is one read (ids, contents and revs from one script) and one fenced
-        write; the write of batch ``i`` runs on a helper thread while batch ``i + 1`` is
-        read and embedded, so Redis I/O hides behind the embedder. Ids still in flight
-        are left out of the next read.
+        One SSCAN cycle over the index (so the step is bounded by what is missing when
+        it starts; what agents add meanwhile is the trailing pass's). Each batch is one
+        read (ids, contents and revs from one script) and one fenced write; the write of
+        batch ``i`` runs on a helper thread while batch ``i + 1`` is read and embedded,
+        so Redis I/O hides behind the embedder. Ids still in flight are left out of the
+        next read, and the write stores only ids still listed, so none is stored twice.
         """
         model = self.embedder.model_id
         self.fenced(self.scripts.switch_model, model)
         k = self.keys
-        # Bounded by what is missing now: what agents add meanwhile is the trailing pass's.
-        rounds = math.ceil(int(self.client.scard(k.unembedded)) / self.batch) + 2
+        cursor = "0"
         inflight: set[str] = set()
         pending: Future[int] | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="car-dream-embed") as writer:
             try:
-                for _ in range(rounds):
+                while True:
                     self.checkpoint()
                     reply = self.scripts.fetch_unembedded(
-                        keys=[k.unembedded], args=[k.prefix, self.batch + len(inflight)]
+                        keys=[k.unembedded], args=[k.prefix, cursor, self.batch]
                     )
-                    rows = [r for r in json.loads(reply) if r[0] not in inflight][: self.batch]
-                    if not rows:
-                        if pending is None:
-                            break
-                        self.report.nodes_embedded += pending.result()
-                        pending, inflight = None, set()
-                        continue
-                    args = self.embed_batch(model, rows)
-                    if pending is not None:
-                        self.report.nodes_embedded += pending.result()
-                    pending = writer.submit(self.store_vectors, args)
-                    inflight = {r[0] for r in rows}
+                    cursor, page = json.loads(reply)
+                    seen: set[str] = set()
+                    rows = []
+                    for row in page:
+                        if row[0] not in inflight and row[0] not in seen:
+                            seen.add(row[0])
+                            rows.append(row)
+                    if rows:
+                        args = self.embed_batch(model, rows)
+                        if pending is not None:
+                            self.report.nodes_embedded += pending.result()
+                        pending = writer.submit(self.store_vectors, args)
+                        inflight = seen
+                    if cursor == "0":
+                        break
             finally:
                 if pending is not None:
                     self.report.nodes_embedded += pending.result()

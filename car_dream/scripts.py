@@ -237,50 +237,53 @@ return {'ok', n}
 
 # KEYS[1] lock. ARGV: prefix, token, model, vector size in bytes, ids ('\n'-joined),
 # revs ('\n'-joined, one per id), the vectors concatenated in id order, ids of vanished
-# nodes ('\n'-joined). STORE_EMBEDDINGS in one packed argument per column: a pass sends
-# a whole batch without one argument per vector.
+# nodes ('\n'-joined). STORE_EMBEDDINGS with one packed argument per column, so a pass
+# sends a whole batch without one argument per vector. Only ids still in the unembedded
+# index are stored and counted, so an id read twice is stored once.
 STORE_VECTORS = (
     LIB
     + r"""
 local f = fence(KEYS[1], ARGV[2]) if f then return {f} end
-local size, blob = tonumber(ARGV[4]), ARGV[7]
+local size, blob, idx = tonumber(ARGV[4]), ARGV[7], P .. K.unembedded
 local revs = {}
 for rev in string.gmatch(ARGV[6], '[^\n]+') do revs[#revs + 1] = rev end
 local n, i = 0, 0
 for id in string.gmatch(ARGV[5], '[^\n]+') do
   i = i + 1
-  local cur = redis.call('HGET', nk(id), 'rev')
-  if not cur then
-    redis.call('SREM', P .. K.unembedded, id)
-  elseif cur == revs[i] then
-    redis.call('HSET', nk(id), 'emb', string.sub(blob, (i - 1) * size + 1, i * size), 'emb_model', ARGV[3])
-    redis.call('SREM', P .. K.unembedded, id)
-    n = n + 1
+  if redis.call('SREM', idx, id) == 1 then
+    local cur = redis.call('HGET', nk(id), 'rev')
+    if cur == revs[i] then
+      redis.call('HSET', nk(id), 'emb', string.sub(blob, (i - 1) * size + 1, i * size), 'emb_model', ARGV[3])
+      n = n + 1
+    elseif cur then
+      redis.call('SADD', idx, id)  -- rewritten since it was read: still to embed
+    end
   end
 end
 for id in string.gmatch(ARGV[8], '[^\n]+') do
-  if redis.call('EXISTS', nk(id)) == 0 then redis.call('SREM', P .. K.unembedded, id) end
+  if redis.call('EXISTS', nk(id)) == 0 then redis.call('SREM', idx, id) end
 end
 if n > 0 then redis.call('HINCRBY', P .. K.meta, 'emb_version', 1) end
 return {'ok', n}
 """
 )
 
-# KEYS[1] unembedded index. ARGV: prefix, count. Up to `count` random ids without an
-# embedding as one JSON array of [id, content, rev] (content and rev false for a
-# vanished node): one round trip and one reply to parse, instead of SRANDMEMBER plus an
-# HMGET per node. Reads only.
+# KEYS[1] unembedded index. ARGV: prefix, cursor, count. One SSCAN page of ids without
+# an embedding with their content and rev, as one JSON reply [next_cursor, [[id,
+# content, rev], ...]] (content and rev false for a vanished node): one round trip and
+# one reply to parse instead of a read per node. Reads only.
 FETCH_UNEMBEDDED = (
     KEY_TABLE
     + r"""
 local P = ARGV[1]
+local page = redis.call('SSCAN', KEYS[1], ARGV[2], 'COUNT', tonumber(ARGV[3]))
 local out = {}
-for _, id in ipairs(redis.call('SRANDMEMBER', KEYS[1], tonumber(ARGV[2]))) do
+for _, id in ipairs(page[2]) do
   local f = redis.call('HMGET', P .. K.node .. id, 'content', 'rev')
   out[#out + 1] = {id, f[1], f[2]}
 end
-if #out == 0 then return '[]' end
-return cjson.encode(out)
+if #out == 0 then return '["' .. page[1] .. '", []]' end
+return '["' .. page[1] .. '", ' .. cjson.encode(out) .. ']'
 """
 )
 
