@@ -159,13 +159,22 @@ class _Pass:
             self.ingest_trajectories(self.config.trajectory_dir)
         if self.config.outcome_profiles_path is not None:
             self.ingest_profiles(self.config.outcome_profiles_path)
-        self.report.expired_pruned = self.drain(self.scripts.prune)
-        # Each conclusion is invalidated at most once: that bounds the cascade.
-        cascade = int(self.client.scard(self.keys.kind("conclusion")))
-        self.report.conclusions_invalidated = self.drain(self.scripts.invalidate, cascade)
-        self.report.superseded_gc = self.drain(self.scripts.collect)
-        self.embed_missing()
-        stats = self.store.stats()
+        # One read of every work index: a step whose index is empty (and that no earlier
+        # step can fill) is skipped, so an idle pass is a handful of round trips.
+        todo = self.store.stats(due=self.clock())
+        self.checkpoint()
+        if todo["expiry_due"]:
+            self.report.expired_pruned = self.drain(self.scripts.prune)
+        if todo["conclusions_to_check"] or self.report.expired_pruned:
+            # Each conclusion is invalidated at most once: that bounds the cascade.
+            cascade = int(self.client.scard(self.keys.kind("conclusion")))
+            self.report.conclusions_invalidated = self.drain(self.scripts.invalidate, cascade)
+        if todo["superseded_pending"] or self.report.conclusions_invalidated:
+            self.report.superseded_gc = self.drain(self.scripts.collect)
+        if todo["unembedded"] or todo["embedding_model"] != self.embedder.model_id:
+            self.embed_missing()
+        removed = self.report.expired_pruned + self.report.superseded_gc
+        stats = self.store.stats() if removed or self.report.nodes_embedded else todo
         self.report.total_nodes = stats["total_nodes"]
         self.report.embedding_coverage = stats["embedding_coverage"]
         if self.config.embeddings_path is not None:

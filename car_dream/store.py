@@ -332,8 +332,11 @@ class MemoryStore:
             rev=int(f.get("rev", b"0")),
         )
 
-    def stats(self) -> dict[str, Any]:
-        """Node counts and the size of each work index (one round trip)."""
+    def stats(self, due: float | None = None) -> dict[str, Any]:
+        """Node counts and the size of each work index (one round trip).
+
+        With ``due`` (epoch seconds) it also counts ``expiry_due``: nodes expired by then.
+        """
         k = self.keys
         pipe = self.client.pipeline(transaction=False)
         for kind in KINDS:
@@ -343,9 +346,14 @@ class MemoryStore:
         pipe.scard(k.invalidate)
         pipe.scard(k.unembedded)
         pipe.hget(k.meta, "embed_model")
-        *counts, expiry, gc, inval, unemb, model = pipe.execute()
+        if due is not None:
+            pipe.zcount(k.expiry, "-inf", repr(due))
+        replies = pipe.execute()
+        *counts, expiry, gc, inval, unemb, model = replies[: len(KINDS) + 5]
+        extra = {} if due is None else {"expiry_due": int(replies[-1])}
         total = int(sum(counts))
         return {
+            **extra,
             "nodes": dict(zip(KINDS, map(int, counts), strict=True)),
             "total_nodes": total,
             "expiry_scheduled": int(expiry),
