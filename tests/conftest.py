@@ -140,3 +140,14 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
         proc.wait(timeout)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """How many malformed inputs tests/test_malformed.py tried, per category."""
+    from .inputs_tried import TRIED
+
+    if TRIED:
+        terminalreporter.section("malformed inputs tried")
+        for category, count in sorted(TRIED.items()):
+            terminalreporter.write_line(f"{category}: {count}")
+        terminalreporter.write_line(f"total: {sum(TRIED.values())}")
