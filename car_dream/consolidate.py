@@ -317,44 +317,55 @@ class _Pass:
     # -- step 6: embeddings --------------------------------------------------------
 
     def embed_missing(self) -> None:
-        """Embed every node the index lists, one batch ahead of the writes.
+        """Embed every node the index lists, reading ahead and writing behind.
 
         One SSCAN cycle over the index (so the step is bounded by what is missing when
         it starts; what agents add meanwhile is the trailing pass's). Each batch is one
-        read (ids, contents and revs from one script) and one fenced write; the write of
-        batch ``i`` runs on a helper thread while batch ``i + 1`` is read and embedded,
-        so Redis I/O hides behind the embedder. Ids still in flight are left out of the
-        next read, and the write stores only ids still listed, so none is stored twice.
+        read (ids, contents and revs from one script) and one fenced write. While batch
+        ``i`` is embedded, a reader thread fetches batch ``i + 1`` and a writer thread
+        stores batch ``i - 1``, so Redis I/O hides behind the embedder. Ids in flight are
+        left out of a read, and the write stores only ids still listed, so none is
+        stored twice.
         """
         model = self.embedder.model_id
         self.fenced(self.scripts.switch_model, model)
         k = self.keys
-        cursor = "0"
+
+        def fetch(cursor: str) -> tuple[str, list[list[Any]]]:
+            reply = self.scripts.fetch_unembedded(
+                keys=[k.unembedded], args=[k.prefix, cursor, self.batch]
+            )
+            nxt, page = json.loads(reply)
+            return str(nxt), page
+
         inflight: set[str] = set()
         pending: Future[int] | None = None
-        with ThreadPoolExecutor(1, thread_name_prefix="car-dream-embed") as writer:
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="car-dream-read") as reader,
+            ThreadPoolExecutor(1, thread_name_prefix="car-dream-write") as writer,
+        ):
+            ahead: Future[tuple[str, list[list[Any]]]] | None = reader.submit(fetch, "0")
             try:
-                while True:
+                while ahead is not None:
+                    cursor, page = ahead.result()
                     self.checkpoint()
-                    reply = self.scripts.fetch_unembedded(
-                        keys=[k.unembedded], args=[k.prefix, cursor, self.batch]
-                    )
-                    cursor, page = json.loads(reply)
+                    ahead = reader.submit(fetch, cursor) if cursor != "0" else None
                     seen: set[str] = set()
                     rows = []
                     for row in page:
                         if row[0] not in inflight and row[0] not in seen:
                             seen.add(row[0])
                             rows.append(row)
-                    if rows:
-                        args = self.embed_batch(model, rows)
-                        if pending is not None:
-                            self.report.nodes_embedded += pending.result()
-                        pending = writer.submit(self.store_vectors, args)
-                        inflight = seen
-                    if cursor == "0":
-                        break
+                    if not rows:
+                        continue
+                    args = self.embed_batch(model, rows)
+                    if pending is not None:
+                        self.report.nodes_embedded += pending.result()
+                    pending = writer.submit(self.store_vectors, args)
+                    inflight = seen
             finally:
+                if ahead is not None:
+                    ahead.cancel()
                 if pending is not None:
                     self.report.nodes_embedded += pending.result()
 
