@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ __all__ = [
     "Batch",
     "Tally",
     "TrajectoryRecord",
+    "parse_counts",
     "parse_line",
     "read_batches",
     "slot_id",
@@ -108,6 +110,70 @@ def parse_line(raw: bytes) -> TrajectoryRecord:
     return record
 
 
+_OUTCOME_SET = frozenset(OUTCOMES)
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)\Z")
+_INT64 = 1 << 63
+
+Counts = tuple[str, str, list[tuple[str, str]]]  # source, outcome, (tool, success|failure)
+
+
+def parse_counts(raw: bytes) -> Counts:
+    """What a line adds to a :class:`Tally`, accepting exactly what :func:`parse_line` does.
+
+    Records of the plain, common shape are checked by hand (no model built); anything
+    else, and every error message, goes through :func:`parse_line`.
+    """
+    fast = _fast_counts(raw)
+    if fast is not None:
+        return fast
+    record = parse_line(raw)
+    counted = [
+        (e.tool, COUNTED_EVENTS[e.kind])
+        for e in record.events
+        if e.tool and e.kind in COUNTED_EVENTS
+    ]
+    return record.source, record.outcome, counted
+
+
+def _finite_number(v: Any) -> bool:
+    return (type(v) is int and -_INT64 <= v < _INT64) or (type(v) is float and math.isfinite(v))
+
+
+def _fast_counts(raw: bytes) -> Counts | None:
+    if b"\\u" in raw:
+        return None  # escapes may smuggle lone surrogates: the full check
+    try:
+        obj = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+        source, outcome, ts = obj["source"], obj["outcome"], obj["timestamp"]
+        events, count, replans = obj["events"], obj["action_count"], obj["replan_attempts"]
+        if not (
+            type(obj["proposal_id"]) is str and type(source) is str
+            and type(outcome) is str and outcome in _OUTCOME_SET
+            and type(count) is int and -_INT64 <= count < _INT64
+            and type(replans) is int and -_INT64 <= replans < _INT64
+            and _finite_number(obj["duration_ms"]) and type(events) is list
+            and type(ts) is str and _RFC3339.match(ts)
+        ):  # fmt: skip
+            return None
+        datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        counted: list[tuple[str, str]] = []
+        for e in events:
+            kind, tool = e["kind"], e.get("tool")
+            action, took = e.get("action_id"), e.get("duration_ms")
+            if not (
+                type(kind) is str and (tool is None or type(tool) is str)
+                and (action is None or type(action) is str)
+                and (took is None or _finite_number(took))
+            ):  # fmt: skip
+                return None
+            result = COUNTED_EVENTS.get(kind)
+            if result and tool:
+                counted.append((tool, result))
+        return source, outcome, counted
+    except Exception:  # not JSON, not an object, a missing field, a bad date: the full check
+        return None
+
+
 @dataclass
 class Tally:
     """Per-tool success/failure and per-source outcome counts of some records."""
@@ -121,6 +187,12 @@ class Tally:
             if result and event.tool:
                 self.tools.setdefault(event.tool, Counter())[result] += 1
         self.sources.setdefault(record.source, Counter())[record.outcome] += 1
+
+    def add_counts(self, counts: Counts) -> None:
+        source, outcome, counted = counts
+        for tool, result in counted:
+            self.tools.setdefault(tool, Counter())[result] += 1
+        self.sources.setdefault(source, Counter())[outcome] += 1
 
     def __bool__(self) -> bool:
         return bool(self.tools or self.sources)
@@ -189,7 +261,7 @@ def _read_file(path: Path, name: str, start: int, batch_size: int) -> Iterator[B
             offset += len(raw)
             if raw.strip():
                 try:
-                    batch.tally.add(parse_line(raw))
+                    batch.tally.add_counts(parse_counts(raw))
                     batch.records += 1
                 except ValueError as exc:
                     batch.skipped.append(f"{name} at byte {at}: {exc}")
