@@ -62,6 +62,13 @@ class _Group(click.Group):
         except ConfigError as exc:
             click.echo(f"car-dream: {exc}", err=True)
             ctx.exit(2)
+        except redis.AuthenticationError as exc:
+            click.echo(
+                f"car-dream: Redis refused the credentials ({exc}): put the user and password "
+                "in CAR_DREAM_REDIS_URL, e.g. redis://user:password@host:6379/0",
+                err=True,
+            )
+            ctx.exit(1)
         except redis.ConnectionError as exc:
             click.echo(f"car-dream: cannot reach Redis: {exc}", err=True)
             ctx.exit(1)
