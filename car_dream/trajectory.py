@@ -85,6 +85,10 @@ def _no_constants(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder: json.loads with a keyword argument would build a new one per line.
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+
+
 def parse_line(raw: bytes) -> TrajectoryRecord:
     """One JSONL line to a record; ValueError with a short reason when malformed."""
     try:
@@ -92,7 +96,7 @@ def parse_line(raw: bytes) -> TrajectoryRecord:
     except UnicodeDecodeError:
         raise ValueError("not valid UTF-8") from None
     try:
-        obj = json.loads(text, parse_constant=_no_constants)
+        obj = _DECODER.decode(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"not JSON ({exc.__class__.__name__})") from None
     if not isinstance(obj, dict):
@@ -135,37 +139,43 @@ def parse_counts(raw: bytes) -> Counts:
     return record.source, record.outcome, counted
 
 
-def _finite_number(v: Any) -> bool:
-    return (type(v) is int and -_INT64 <= v < _INT64) or (type(v) is float and math.isfinite(v))
-
-
 def _fast_counts(raw: bytes) -> Counts | None:
+    """The counts of a plain record, or None for anything :func:`parse_line` must judge."""
     if b"\\u" in raw:
         return None  # escapes may smuggle lone surrogates: the full check
     try:
-        obj = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+        obj = _DECODER.decode(raw.decode("utf-8"))
         source, outcome, ts = obj["source"], obj["outcome"], obj["timestamp"]
-        events, count, replans = obj["events"], obj["action_count"], obj["replan_attempts"]
-        if not (
-            type(obj["proposal_id"]) is str and type(source) is str
-            and type(outcome) is str and outcome in _OUTCOME_SET
-            and type(count) is int and -_INT64 <= count < _INT64
-            and type(replans) is int and -_INT64 <= replans < _INT64
-            and _finite_number(obj["duration_ms"]) and type(events) is list
-            and type(ts) is str and _RFC3339.match(ts)
+        events, took = obj["events"], obj["duration_ms"]
+        count, replans = obj["action_count"], obj["replan_attempts"]
+        if (
+            type(source) is not str or type(outcome) is not str or outcome not in _OUTCOME_SET
+            or type(events) is not list or type(obj["proposal_id"]) is not str
+            or type(count) is not int or not -_INT64 <= count < _INT64
+            or type(replans) is not int or not -_INT64 <= replans < _INT64
+            or type(ts) is not str or not _RFC3339.match(ts)
         ):  # fmt: skip
+            return None
+        if type(took) is float:
+            if took - took != 0.0:  # inf or nan
+                return None
+        elif type(took) is not int or not -_INT64 <= took < _INT64:
             return None
         datetime.fromisoformat(ts.replace("Z", "+00:00"))
         counted: list[tuple[str, str]] = []
         for e in events:
-            kind, tool = e["kind"], e.get("tool")
-            action, took = e.get("action_id"), e.get("duration_ms")
-            if not (
-                type(kind) is str and (tool is None or type(tool) is str)
-                and (action is None or type(action) is str)
-                and (took is None or _finite_number(took))
-            ):  # fmt: skip
+            kind, tool, took = e["kind"], e.get("tool"), e.get("duration_ms")
+            if type(kind) is not str or (tool is not None and type(tool) is not str):
                 return None
+            action = e.get("action_id")
+            if action is not None and type(action) is not str:
+                return None
+            if took is not None:
+                if type(took) is float:
+                    if took - took != 0.0:
+                        return None
+                elif type(took) is not int or not -_INT64 <= took < _INT64:
+                    return None
             result = COUNTED_EVENTS.get(kind)
             if result and tool:
                 counted.append((tool, result))
@@ -190,9 +200,16 @@ class Tally:
 
     def add_counts(self, counts: Counts) -> None:
         source, outcome, counted = counts
+        tools, sources = self.tools, self.sources
         for tool, result in counted:
-            self.tools.setdefault(tool, Counter())[result] += 1
-        self.sources.setdefault(source, Counter())[outcome] += 1
+            c = tools.get(tool)
+            if c is None:
+                c = tools[tool] = Counter()
+            c[result] += 1
+        c = sources.get(source)
+        if c is None:
+            c = sources[source] = Counter()
+        c[outcome] += 1
 
     def __bool__(self) -> bool:
         return bool(self.tools or self.sources)
