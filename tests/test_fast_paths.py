@@ -1,0 +1,144 @@
+"""The fast paths the benchmark asked for agree with the slow ones they replace.
+
+- ``parse_counts`` (hand-checked plain records) accepts and counts exactly what
+  ``parse_line`` (pydantic) does, and rejects what it rejects, with its message;
+- an idle pass costs a handful of round trips whatever the store holds.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import fakeredis
+import pytest
+
+from car_dream.config import load_config
+from car_dream.consolidate import run_pass
+from car_dream.store import MemoryStore
+from car_dream.trajectory import COUNTED_EVENTS, parse_counts, parse_line
+
+BASE: dict[str, Any] = {
+    "proposal_id": "p-1",
+    "source": "agent-a",
+    "action_count": 2,
+    "events": [
+        {"kind": "action_succeeded", "action_id": "a1", "tool": "search", "data": None,
+         "duration_ms": 12.5},
+        {"kind": "action_failed", "action_id": "a2", "tool": "shell", "data": {"x": 1},
+         "duration_ms": 3},
+        {"kind": "replanned"},
+    ],
+    "outcome": "replan_success",
+    "timestamp": "2025-03-01T10:00:00.123Z",
+    "duration_ms": 250.0,
+    "replan_attempts": 1,
+}  # fmt: skip
+
+
+def variant(**changes: Any) -> bytes:
+    obj = json.loads(json.dumps(BASE))
+    for key, value in changes.items():
+        if value is KeyError:
+            obj.pop(key)
+        else:
+            obj[key] = value
+    return (json.dumps(obj) + "\n").encode()
+
+
+def event_variant(**changes: Any) -> bytes:
+    events = [dict(BASE["events"][0], **changes)]
+    return variant(events=events)
+
+
+CASES = [
+    variant(),
+    variant(outcome="success"),
+    variant(outcome="bogus"),
+    variant(outcome=1),
+    variant(source=7),
+    variant(proposal_id=None),
+    variant(action_count="2"),
+    variant(action_count=2.0),
+    variant(action_count=True),
+    variant(action_count=2**70),
+    variant(replan_attempts=-1),
+    variant(duration_ms=1),
+    variant(duration_ms="1.5"),
+    variant(duration_ms=False),
+    variant(duration_ms=10**400 // 10**399),
+    variant(timestamp="2025-03-01T10:00:00"),
+    variant(timestamp="2025-03-01 10:00:00Z"),
+    variant(timestamp="2025-13-01T10:00:00Z"),
+    variant(timestamp="2025-03-01T10:00:00+05:30"),
+    variant(timestamp="2025-03-01T10:00:00.1234567Z"),
+    variant(timestamp=1700000000),
+    variant(events=[]),
+    variant(events={}),
+    variant(events=["x"]),
+    variant(source=KeyError),
+    variant(events=KeyError),
+    event_variant(kind=None),
+    event_variant(tool=None),
+    event_variant(tool=3),
+    event_variant(tool=""),
+    event_variant(action_id=5),
+    event_variant(duration_ms="x"),
+    event_variant(duration_ms=True),
+    b'{"proposal_id": "p", "source": "s", "action_count": 1, "events": [], "outcome": '
+    b'"success", "timestamp": "2025-03-01T10:00:00Z", "duration_ms": NaN, '
+    b'"replan_attempts": 0}\n',
+    b'{"proposal_id": "p\\u00e9", "source": "s", "action_count": 1, "events": [], "outcome": '
+    b'"success", "timestamp": "2025-03-01T10:00:00Z", "duration_ms": 1, "replan_attempts": 0}\n',
+    b"[1, 2]\n",
+    b"not json\n",
+    b"\xff\xfe\n",
+]
+
+
+def slow(raw: bytes) -> tuple[str, str, list[tuple[str, str]]] | str:
+    try:
+        r = parse_line(raw)
+    except ValueError as exc:
+        return str(exc)
+    counted = [(e.tool, COUNTED_EVENTS[e.kind]) for e in r.events
+               if e.tool and e.kind in COUNTED_EVENTS]  # fmt: skip
+    return r.source, r.outcome, counted
+
+
+def fast(raw: bytes) -> tuple[str, str, list[tuple[str, str]]] | str:
+    try:
+        return parse_counts(raw)
+    except ValueError as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize("raw", CASES, ids=range(len(CASES)))
+def test_parse_counts_agrees_with_parse_line(raw: bytes) -> None:
+    assert fast(raw) == slow(raw)
+
+
+def test_idle_pass_round_trips_do_not_grow_with_the_store(tmp_path: Any) -> None:
+    """The same number of commands for an idle pass over 10 and over 2,000 nodes."""
+    sent: list[int] = []
+    for size in (10, 2000):
+        client = fakeredis.FakeRedis()
+        store = MemoryStore(client, "idle")
+        for i in range(size):
+            store.ingest_fact(f"f{i}", "s", f"fact {i}", timestamp=datetime(2025, 1, 1, tzinfo=UTC))
+        config = load_config(interval_secs=60, data_dir=tmp_path)
+        assert run_pass(store, config).nodes_embedded == size
+        calls = [0]
+
+        def counting(
+            *args: Any, _send: Any = client.execute_command, _n: list[int] = calls, **kwargs: Any
+        ) -> Any:
+            _n[0] += 1
+            return _send(*args, **kwargs)
+
+        client.execute_command = counting  # type: ignore[method-assign]
+        report = run_pass(store, config, force=True)
+        assert report.status == "completed" and not report.did_work
+        sent.append(calls[0])
+    assert sent[0] == sent[1] and sent[0] <= 6, sent
