@@ -27,6 +27,7 @@ __all__ = [
     "create_app",
     "dream_config",
     "get_redis",
+    "memory_client",
     "redis_url",
 ]
 
@@ -153,18 +154,35 @@ def redis_url(celery_app: Celery | None = None) -> str:
     return str(target.conf.car_dream_redis_url)
 
 
-def get_redis(celery_app: Celery | None = None) -> redis.Redis:
-    """One bytes-returning client per app, shared by every task in the process."""
+def memory_client(url: str, **options: Any) -> Any:
+    """A bytes-returning client for the memory and the locks.
+
+    ``redis+cluster://`` / ``rediss+cluster://`` URLs give a ``RedisCluster`` client
+    (every key of a namespace shares one hash tag, so each script runs on one node).
+    """
+    cluster = urlsplit(url).scheme.endswith("+cluster")
+    if cluster:
+        url = url.replace("+cluster", "", 1)
+    kwargs: dict[str, Any] = {"decode_responses": False, "health_check_interval": 30, **options}
+    tls = _tls_options(url)
+    if tls:
+        kwargs.update(tls)
+    if cluster:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(url, **kwargs)
+    return redis.Redis.from_url(url, **kwargs)
+
+
+def get_redis(celery_app: Celery | None = None) -> Any:
+    """One memory client per app (``CAR_DREAM_MEMORY_URL``, else the Redis URL), shared by
+    every task in the process."""
     target = celery_app or app
     with _guard:
         client = getattr(target, _REDIS_ATTR, None)
         if client is None:
-            url = str(target.conf.car_dream_redis_url)
-            kwargs: dict[str, Any] = {"decode_responses": False, "health_check_interval": 30}
-            tls = _tls_options(url)
-            if tls:
-                kwargs.update(tls)
-            client = redis.Redis.from_url(url, **kwargs)
+            url = dream_config(target).memory_url or str(target.conf.car_dream_redis_url)
+            client = memory_client(url)
             setattr(target, _REDIS_ATTR, client)
     return client
 

@@ -45,8 +45,10 @@ class Env:
         return resolve_redis_url(self.config)
 
     @cached_property
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_connect_timeout=5, health_check_interval=30)
+    def client(self) -> Any:
+        from .app import memory_client
+
+        return memory_client(self.config.memory_url or self.url, socket_connect_timeout=5)
 
     @cached_property
     def store(self) -> Any:

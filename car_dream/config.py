@@ -18,6 +18,7 @@ __all__ = ["DreamConfig", "load_config", "mask_url"]
 ENV_PREFIX = "CAR_DREAM_"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 BROKER_SCHEMES = (*REDIS_SCHEMES, "amqp", "amqps", "pyamqp")
+MEMORY_SCHEMES = (*REDIS_SCHEMES, "redis+cluster", "rediss+cluster")
 QUEUE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}\Z")
 
 
@@ -50,6 +51,9 @@ class DreamConfig(BaseSettings):
     interval_secs: int = Field(3600, ge=2, description="Seconds between scheduled passes.")
     redis_url: str | None = Field(None, repr=False, description="Memory, locks, results.")
     broker_url: str | None = Field(None, repr=False, description="Celery broker.")
+    memory_url: str | None = Field(
+        None, repr=False, description="Memory and locks, if not in redis_url (+cluster: a Cluster)."
+    )
     namespace: str = Field("default", description="The memory a pass consolidates.")
     embeddings_path: Path | None = None
     trajectory_dir: Path | None = None
@@ -65,6 +69,11 @@ class DreamConfig(BaseSettings):
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
         return _check_url(value, REDIS_SCHEMES)
+
+    @field_validator("memory_url")
+    @classmethod
+    def _memory_url(cls, value: str | None) -> str | None:
+        return _check_url(value, MEMORY_SCHEMES)
 
     @field_validator("broker_url")
     @classmethod
@@ -99,7 +108,7 @@ def load_config(**overrides: Any) -> DreamConfig:
             field = str(err["loc"][0]) if err["loc"] else "?"
             var = ENV_PREFIX + field.upper()
             given = err.get("input")
-            if field in ("redis_url", "broker_url") and isinstance(given, str):
+            if field in ("redis_url", "broker_url", "memory_url") and isinstance(given, str):
                 given = mask_url(given)
             problems.append(f"{var}: {err['msg']} (got {given!r})")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None

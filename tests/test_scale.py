@@ -341,3 +341,27 @@ def test_cluster_batches_and_a_held_lock(cluster: Any, tmp_path: Path) -> None:
     lost = run_pass(store, config, force=True)
     assert lost.status == "skipped" and lost.reason == "running"
     assert store.embedding("late") is None
+
+
+def test_worker_with_its_memory_on_the_cluster(
+    cluster: Any, db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """CAR_DREAM_MEMORY_URL=redis+cluster://...: memory and locks on the cluster, broker,
+    results and schedule on plain Redis; dispatch reaches namespaces on every node."""
+    node = cluster.get_default_node()
+    memory_url = f"redis+cluster://{node.host}:{node.port}"
+    names = [f"wk-{uuid.uuid4().hex[:6]}-{i}" for i in range(6)]
+    cluster.delete(NAMESPACES_KEY)
+    for ns in names:
+        seed(MemoryStore(cluster, ns))
+    settings = {"memory_url": memory_url, "interval_secs": 600, "max_trailing": 0}
+    procs.worker(process_env(redis_url, tmp_path / "data", **settings))
+    app = fresh_app(monkeypatch, redis_url, **settings)
+    app.send_task(DISPATCH_TASK_NAME).get(timeout=60)
+    wait_for(lambda: all(completed_passes(cluster, ns) for ns in names), timeout=90)
+    for ns in names:
+        (report,) = completed_passes(cluster, ns)
+        assert (report.expired_pruned, report.superseded_gc, report.nodes_embedded) == (1, 2, 1)
+        assert lock_state(cluster, MemoryStore(cluster, ns).keys).state == "done"
+    assert not list(db.scan_iter(match="car-dream:{*}:*"))  # nothing of the memory here
