@@ -39,6 +39,9 @@ __all__ = ["log_report", "run_pass"]
 
 log = logging.getLogger("car_dream")
 
+# Running trajectory counts kept in memory during a pass (tools plus sources).
+TRAJ_COUNTS_CACHED = 10_000
+
 
 def run_pass(
     store: MemoryStore,
@@ -228,38 +231,59 @@ class _Pass:
     # -- step 1: trajectories ------------------------------------------------------
 
     def ingest_trajectories(self, directory: Path) -> None:
+        """Apply each batch of new records; the writes run behind the reading.
+
+        The running counts are read from Redis once per tool or source and then kept
+        here (only a pass holding this namespace's lock writes them), so each batch is
+        one fenced write of absolute counts and its watermark, sent by a writer thread
+        in order while the next batch is parsed.
+        """
         k = self.keys
         offsets = {f.decode(): int(v) for f, v in self.client.hgetall(k.traj_offsets).items()}
-        for item in read_batches(directory, offsets, self.batch):
-            if isinstance(item, str):
-                self.report.warn(item)
-                continue
-            self.checkpoint()
-            self.apply_batch(item)
+        counts: dict[str, dict[str, Counter[str]]] = {k.traj_tools: {}, k.traj_sources: {}}
+        pending: Future[int] | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="car-dream-traj") as writer:
+            try:
+                for item in read_batches(directory, offsets, self.batch):
+                    if isinstance(item, str):
+                        self.report.warn(item)
+                        continue
+                    self.checkpoint()
+                    if sum(map(len, counts.values())) > TRAJ_COUNTS_CACHED:
+                        if pending is not None:  # what it writes is read again afterwards
+                            pending.result()
+                            pending = None
+                        for cached in counts.values():
+                            cached.clear()
+                    payload = self.batch_payload(item, counts)
+                    if pending is not None:
+                        pending.result()
+                    pending = writer.submit(self.apply, payload)
+            finally:
+                if pending is not None:
+                    pending.result()
         self.report.trajectory_insights += self.write_dirty_insights()
 
-    def apply_batch(self, batch: Batch) -> None:
+    def batch_payload(self, batch: Batch, counts: dict[str, dict[str, Counter[str]]]) -> Any:
+        """The APPLY_INSIGHTS payload of one batch: new absolute counts, watermark, dirty."""
         k = self.keys
         for problem in batch.skipped:
             self.report.warn(problem, skipped=1)
-        tools, sources = list(batch.tally.tools), list(batch.tally.sources)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(k.traj_tools, tools or ["-"])
-        pipe.hmget(k.traj_sources, sources or ["-"])
-        old_tools, old_sources = pipe.execute()
         hset: dict[str, dict[str, Any]] = {k.traj_offsets: {batch.file: batch.end_offset}}
-        if tools:
-            hset[k.traj_tools] = {
-                t: json.dumps(_merge(old, batch.tally.tools[t]))
-                for t, old in zip(tools, old_tools, strict=True)
-            }
-        if sources:
-            hset[k.traj_sources] = {
-                s: json.dumps(_merge(old, batch.tally.sources[s]))
-                for s, old in zip(sources, old_sources, strict=True)
-            }
-        dirty = [f"tool:{t}" for t in tools] + [f"source:{s}" for s in sources]
-        self.apply({"hset": hset, "sadd": {k.insight_dirty: dirty} if dirty else {}})
+        pairs = ((k.traj_tools, batch.tally.tools), (k.traj_sources, batch.tally.sources))
+        for key, tally in pairs:
+            known = counts[key]
+            unknown = [name for name in tally if name not in known]
+            if unknown:
+                for name, raw in zip(unknown, self.client.hmget(key, unknown), strict=True):
+                    known[name] = _load(raw)
+            if tally:
+                for name, delta in tally.items():
+                    known[name].update(delta)
+                hset[key] = {name: json.dumps(dict(known[name])) for name in tally}
+        dirty = [f"tool:{t}" for t in batch.tally.tools]
+        dirty += [f"source:{s}" for s in batch.tally.sources]
+        return {"hset": hset, "sadd": {k.insight_dirty: dirty} if dirty else {}}
 
     def write_dirty_insights(self) -> int:
         """One fact per tool and source whose counts changed, superseding the last one."""
@@ -493,12 +517,6 @@ def _persisted_version(path: Path) -> str | None:
 
 def _load(raw: bytes | None) -> Counter[str]:
     return Counter(json.loads(raw)) if raw else Counter()
-
-
-def _merge(old: bytes | None, delta: Counter[str]) -> dict[str, int]:
-    merged = _load(old)
-    merged.update(delta)
-    return dict(merged)
 
 
 def _fact(slot: str, base: str, subject: str, content: str) -> dict[str, Any]:
