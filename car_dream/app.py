@@ -15,9 +15,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 from celery import Celery
-from celery.signals import beat_init
+from celery.signals import beat_init, worker_init
 
 from .config import DreamConfig, load_config, mask_url
+from .errors import ConfigError
 from .keys import REDBEAT_PREFIX
 
 __all__ = [
@@ -187,12 +188,60 @@ def get_redis(celery_app: Celery | None = None) -> Any:
     return client
 
 
+def check_credentials(celery_app: Celery | None = None) -> None:
+    """Raise :class:`ConfigError`, naming the variable, if Redis refuses our credentials.
+
+    An unreachable Redis is no error here: worker and beat retry until it is back. A
+    refused password never gets better by retrying, so it stops start-up instead.
+    """
+    target = celery_app or app
+    urls = {"CAR_DREAM_REDIS_URL": str(target.conf.car_dream_redis_url)}
+    memory_url = dream_config(target).memory_url
+    if memory_url:
+        urls["CAR_DREAM_MEMORY_URL"] = memory_url
+    for var, url in urls.items():
+        client = memory_client(url, socket_connect_timeout=5, socket_timeout=5)
+        try:
+            client.ping()
+        except redis.AuthenticationError as exc:
+            raise ConfigError(
+                f"{var}: Redis at {mask_url(url)} refused the credentials ({exc}); "
+                "put the user and password in the URL, e.g. redis://user:password@host:6379/0"
+            ) from None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("car-dream: Redis at %s not reachable yet: %s", mask_url(url), exc)
+        finally:
+            client.close()
+
+
+def _ours(sender: Any) -> Celery | None:
+    target = getattr(sender, "app", None)
+    return target if getattr(target, "main", None) == app.main else None
+
+
+def preflight(target: Celery) -> None:
+    """Stop the process, naming the variable, if Redis refuses the credentials."""
+    try:
+        check_credentials(target)
+    except ConfigError as exc:
+        log.critical("car-dream: %s", exc)
+        # SystemExit, not an Exception: Celery's signal dispatch would log and go on.
+        raise SystemExit(f"car-dream: {exc}") from None
+
+
+@worker_init.connect
+def _check_worker_credentials(sender: Any = None, **_: Any) -> None:
+    target = _ours(sender)
+    if target is not None:
+        preflight(target)
+
+
 @beat_init.connect
 def _ensure_schedule(sender: Any = None, **_: Any) -> None:
     # Sent by standalone beat and by ``worker -B`` alike (before beat_embedded_init), so
     # one receiver covers both. Other apps in the process are none of our business.
-    target = getattr(sender, "app", None)
-    if target is None or getattr(target, "main", None) != app.main:
+    target = _ours(sender)
+    if target is None:
         return
     from .schedule import ensure_dream_task
 

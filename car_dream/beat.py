@@ -31,6 +31,12 @@ class DreamScheduler(RedBeatScheduler):  # type: ignore[misc]
     _redis_down = False
     lock: Any = None  # RedBeat sets it at start-up (beat_init) when it gets the lock
 
+    def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        from .app import preflight  # RedBeat reads Redis while it sets up, before beat_init
+
+        preflight(app)
+        super().__init__(app, *args, **kwargs)
+
     def _new_lock(self) -> Any:
         client = get_redis(self.app)
         lock = client.lock(self.lock_key, timeout=self.lock_timeout, sleep=self.max_interval)

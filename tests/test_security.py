@@ -230,3 +230,21 @@ def test_namespace_names_cannot_address_other_keys(
     with pytest.raises(InvalidInputError):
         task.run(namespace=ns)
     assert fake.keys("*") == []
+
+
+@pytest.mark.parametrize("role", ["worker", "beat"])
+def test_worker_and_beat_without_credentials_stop_at_start_up(
+    secured: RedisServer, tmp_path: Path, role: str
+) -> None:
+    """A refused password never gets better by retrying: the process exits, naming the variable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAR_DREAM_")}
+    env.update(CAR_DREAM_REDIS_URL=url(secured, ":wrong@"), CAR_DREAM_DATA_DIR=str(tmp_path))
+    cmd = [sys.executable, "-m", "celery", "-A", "car_dream", role, "--loglevel", "INFO"]
+    if role == "beat":
+        cmd += ["--schedule", str(tmp_path / "beat-schedule")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90, check=False)
+    text = done.stdout + done.stderr
+    assert done.returncode != 0, text
+    assert "CAR_DREAM_REDIS_URL" in text and "refused the credentials" in text, text
+    assert ":***@" in text
+    Spy.clean(text)
