@@ -76,7 +76,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "lock_ops": 1_000,
         "mem_prune": 10_000,
         "mem_embed": 10_000,
-        "scale_namespaces": 100,
+        "scale_namespaces": 200,
         "scale_nodes": 1_000,
         "scale_workers": [1, 2, 4],
         "reps": 3,
