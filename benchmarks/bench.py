@@ -1180,36 +1180,38 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="car-dream-bench-"))
-    server = Server(tmp / "redis")
-    for name in list(os.environ):
-        if name.startswith("CAR_DREAM_"):
-            del os.environ[name]
-    os.environ.update(
-        {
-            "CAR_DREAM_REDIS_URL": server.url,
-            "CAR_DREAM_INTERVAL_SECS": "3600",
-            "CAR_DREAM_MAX_TRAILING": "0",
-            "CAR_DREAM_DATA_DIR": str(tmp / "data"),
-        }
-    )
-    install_probes()
-    bench = Bench(mode, tmp, server)
-    log(
-        f"car-dream bench ({mode}): redis-server {server.version} on port {server.port}, "
-        f"data in {tmp}"
-    )
-    plan: list[tuple[str, Callable[[], None]]] = [
-        ("7", bench.lock_overhead),
-        ("1", bench.idle),
-        ("2", bench.prune),
-        ("3", bench.gc),
-        ("4", bench.embed),
-        ("5", bench.trajectories),
-        ("6", bench.trigger_latency),
-        ("8", bench.worker_memory),
-        ("9", bench.scale),
-    ]
-    try:
+    server: Server | None = None
+    bench: Bench | None = None
+    try:  # whatever fails, the server, the workers and the data go
+        server = Server(tmp / "redis")
+        for name in list(os.environ):
+            if name.startswith("CAR_DREAM_"):
+                del os.environ[name]
+        os.environ.update(
+            {
+                "CAR_DREAM_REDIS_URL": server.url,
+                "CAR_DREAM_INTERVAL_SECS": "3600",
+                "CAR_DREAM_MAX_TRAILING": "0",
+                "CAR_DREAM_DATA_DIR": str(tmp / "data"),
+            }
+        )
+        install_probes()
+        bench = Bench(mode, tmp, server)
+        log(
+            f"car-dream bench ({mode}): redis-server {server.version} on port {server.port}, "
+            f"data in {tmp}"
+        )
+        plan: list[tuple[str, Callable[[], None]]] = [
+            ("7", bench.lock_overhead),
+            ("1", bench.idle),
+            ("2", bench.prune),
+            ("3", bench.gc),
+            ("4", bench.embed),
+            ("5", bench.trajectories),
+            ("6", bench.trigger_latency),
+            ("8", bench.worker_memory),
+            ("9", bench.scale),
+        ]
         for num, fn in plan:
             if only and num not in only:
                 continue
@@ -1220,9 +1222,12 @@ def main(argv: list[str] | None = None) -> int:
             if num == "8":
                 bench.client.flushall(asynchronous=True)  # our own private server
     finally:
-        bench.stop_workers()
-        server.stop()
+        if bench is not None:
+            bench.stop_workers()
+        if server is not None:
+            server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+    assert bench is not None and server is not None
     rows = sorted(bench.rows, key=lambda r: r["row"])
     out = {
         "mode": mode,

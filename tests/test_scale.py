@@ -187,9 +187,11 @@ def rabbit_queue() -> Iterator[str]:
 
 
 def test_rabbitmq_broker_with_a_real_worker(
-    db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, rabbit_queue: str,
+    rabbit_queue: str, db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
+    # rabbit_queue comes first: set up first, torn down last, after the worker stopped
+    # (a queue deleted under a live worker is declared again by it).
     settings = {"broker_url": RABBIT, "queue": rabbit_queue, "interval_secs": 600}
     for ns in ("alpha", "beta"):
         seed(MemoryStore(db, ns))
