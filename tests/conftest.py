@@ -85,6 +85,22 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
+def db(redis_url: str) -> Iterator[redis.Redis]:
+    """The run's whole database, emptied before and after: for tests of real Celery
+    processes, whose broker, result and schedule keys are Celery's, not a namespace's."""
+    client = redis.Redis.from_url(redis_url)
+
+    def wipe() -> None:
+        client.flushdb()
+        client.set("car-dream-tests:claim", "1")  # still ours, for concurrent runs
+
+    wipe()
+    yield client
+    wipe()
+    client.close()
+
+
+@pytest.fixture
 def real_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client

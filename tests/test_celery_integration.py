@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +31,6 @@ from .celery_env import Processes, fresh_app, process_env, procs_fixture  # noqa
 from .conftest import free_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-
-@pytest.fixture
-def db(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-
-    def wipe() -> None:
-        client.flushdb()
-        client.set("car-dream-tests:claim", "1")  # still ours, for concurrent runs
-
-    wipe()
-    yield client
-    wipe()
-    client.close()
 
 
 def reports(client: redis.Redis, namespace: str = "default") -> list[ConsolidationReport]:

@@ -41,20 +41,6 @@ RABBIT = os.environ.get("CAR_DREAM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture
-def db(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-
-    def wipe() -> None:
-        client.flushdb()
-        client.set("car-dream-tests:claim", "1")  # still ours, for concurrent runs
-
-    wipe()
-    yield client
-    wipe()
-    client.close()
-
-
 def completed_passes(client: redis.Redis, namespace: str) -> list[Any]:
     return [
         r
