@@ -36,16 +36,23 @@ BATCH = 200
 MAX_MESSAGES = 200
 
 # Per id, one JSON verdict. ARGV: prefix, then ids. KEYS[1] is a key of the namespace.
-DIAGNOSE = (
+# Shared by both check scripts.
+CHECK_LIB = (
     LIB
     + r"""
-local model = redis.call('HGET', P .. K.meta, 'embed_model')
-local kinds = {'fact', 'environment', 'conclusion'}
-local out = {}
 local function contains(list, x)
   for _, v in ipairs(list) do if v == x then return true end end
   return false
 end
+"""
+)
+
+DIAGNOSE = (
+    CHECK_LIB
+    + r"""
+local model = redis.call('HGET', P .. K.meta, 'embed_model')
+local kinds = {'fact', 'environment', 'conclusion'}
+local out = {}
 for i = 2, #ARGV do
   local id = ARGV[i]
   local k = nk(id)
@@ -121,17 +128,13 @@ return out
 # Re-derives the index entries of each id from its node hash. KEYS[1] lock.
 # ARGV: prefix, token, now, vector byte size ('' = any), then ids. Never deletes a node.
 REINDEX = (
-    LIB
+    CHECK_LIB
     + r"""
 local f0 = fence(KEYS[1], ARGV[2]) if f0 then return {f0} end
 local now, size = ARGV[3], tonumber(ARGV[4])
 local model = redis.call('HGET', P .. K.meta, 'embed_model')
 local kinds = {'fact', 'environment', 'conclusion'}
 local n = 0
-local function contains(list, x)
-  for _, v in ipairs(list) do if v == x then return true end end
-  return false
-end
 for i = 5, #ARGV do
   local id = ARGV[i]
   local k = nk(id)
