@@ -6,6 +6,7 @@ Pure functions and a streaming reader; nothing here talks to Redis.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -87,6 +88,8 @@ def _no_constants(name: str) -> float:
 
 # One decoder: json.loads with a keyword argument would build a new one per line.
 _DECODER = json.JSONDecoder(parse_constant=_no_constants)
+_SCAN = _DECODER.scan_once
+_JSON_WS = " \t\n\r"
 
 
 def parse_line(raw: bytes) -> TrajectoryRecord:
@@ -144,7 +147,12 @@ def _fast_counts(raw: bytes) -> Counts | None:
     if b"\\u" in raw:
         return None  # escapes may smuggle lone surrogates: the full check
     try:
-        obj = _DECODER.decode(raw.decode("utf-8"))
+        # The decoder's scanner itself: what JSONDecoder.decode does, less its wrapping.
+        # Leading whitespace fails the scan; trailing must be JSON whitespace only.
+        text = raw.decode("utf-8")
+        obj, end = _SCAN(text, 0)
+        if type(obj) is not dict or (end != len(text) and text[end:].strip(_JSON_WS)):
+            return None
         source, outcome, ts = obj["source"], obj["outcome"], obj["timestamp"]
         events, took = obj["events"], obj["duration_ms"]
         count, replans = obj["action_count"], obj["replan_attempts"]
@@ -269,26 +277,46 @@ def _read_file(path: Path, name: str, start: int, batch_size: int) -> Iterator[B
     with path.open("rb") as fh:
         fh.seek(start)
         offset = start
-        batch = Batch(name, offset, Tally())
-        lines = 0
-        for raw in fh:
-            if not raw.endswith(b"\n"):
-                break
-            at = offset
-            offset += len(raw)
-            if raw.strip():
-                try:
-                    batch.tally.add_counts(parse_counts(raw))
-                    batch.records += 1
-                except ValueError as exc:
-                    batch.skipped.append(f"{name} at byte {at}: {exc}")
-            lines += 1
+        while lines := list(itertools.islice(fh, batch_size)):
+            last = not lines[-1].endswith(b"\n")
+            if last:
+                lines.pop()  # its writer may be mid-write: left for the next pass
+                if not lines:
+                    return
+            batch = Batch(name, offset, Tally())
+            # Plain records only append here; the counts are made once per batch, in C.
+            outcomes: list[tuple[str, str]] = []
+            actions: list[tuple[str, str]] = []
+            for raw in lines:
+                at = offset
+                offset += len(raw)
+                counts = _fast_counts(raw)
+                if counts is None:
+                    if not raw.strip():
+                        continue
+                    try:
+                        counts = parse_counts(raw)
+                    except ValueError as exc:
+                        batch.skipped.append(f"{name} at byte {at}: {exc}")
+                        continue
+                outcomes.append((counts[0], counts[1]))
+                if counts[2]:
+                    actions += counts[2]
+            batch.records = len(outcomes)
             batch.end_offset = offset
-            if lines >= batch_size:
-                yield batch
-                batch, lines = Batch(name, offset, Tally()), 0
-        if lines:
+            _tally_into(batch.tally.sources, outcomes)
+            _tally_into(batch.tally.tools, actions)
             yield batch
+            if last:
+                return
+
+
+def _tally_into(into: dict[str, Counter[str]], pairs: list[tuple[str, str]]) -> None:
+    for (name, result), n in Counter(pairs).items():
+        c = into.get(name)
+        if c is None:
+            c = into[name] = Counter()
+        c[result] += n
 
 
 def slot_id(kind: str, name: str) -> str:

@@ -93,6 +93,18 @@ CASES = [
     b'"success", "timestamp": "2025-03-01T10:00:00Z", "duration_ms": 1, "replan_attempts": 0}\n',
     b"[1, 2]\n",
     b"not json\n",
+    # The scanner is called directly: the whitespace around the object must be judged
+    # as JSONDecoder.decode judges it (only space, tab, CR, LF; nothing after it).
+    b" " + variant(),
+    b"\t" + variant(),
+    variant().rstrip(b"\n") + b" \t\r\n",
+    variant().rstrip(b"\n") + b"\x0c\n",
+    variant().rstrip(b"\n") + b"\xc2\xa0\n",
+    variant().rstrip(b"\n") + b" {}\n",
+    variant().rstrip(b"\n") + b"x\n",
+    variant().rstrip(b"\n"),
+    b'"a string"\n',
+    b"{}\n",
     b"\xff\xfe\n",
 ]
 
