@@ -88,7 +88,7 @@ def _no_constants(name: str) -> float:
 
 # One decoder: json.loads with a keyword argument would build a new one per line.
 _DECODER = json.JSONDecoder(parse_constant=_no_constants)
-_SCAN = _DECODER.scan_once
+_SCAN = _DECODER.scan_once  # type: ignore[attr-defined]
 _JSON_WS = " \t\n\r"
 
 
