@@ -294,12 +294,19 @@ return '["' .. page[1] .. '", ' .. cjson.encode(out) .. ']'
 )
 
 # KEYS[1] lock. ARGV: prefix, token, model. When the embedder's model changed, every
-# node counts as unembedded again. Returns whether the index was rebuilt.
+# node counts as unembedded again. Returns whether the index was rebuilt. A namespace
+# that never held an embedding (no emb_version) has every node listed already: its
+# first pass skips the rebuild, which costs about a microsecond per node.
 SWITCH_MODEL = (
     LIB
     + r"""
 local f = fence(KEYS[1], ARGV[2]) if f then return {f} end
-if redis.call('HGET', P .. K.meta, 'embed_model') == ARGV[3] then return {'ok', 0} end
+local meta = redis.call('HMGET', P .. K.meta, 'embed_model', 'emb_version')
+if meta[1] == ARGV[3] then return {'ok', 0} end
+if not meta[1] and not meta[2] then
+  redis.call('HSET', P .. K.meta, 'embed_model', ARGV[3])
+  return {'ok', 0}
+end
 redis.call('SUNIONSTORE', P .. K.unembedded, P .. K.unembedded,
   P .. K.kind .. 'fact', P .. K.kind .. 'environment', P .. K.kind .. 'conclusion')
 redis.call('HSET', P .. K.meta, 'embed_model', ARGV[3])
