@@ -189,10 +189,12 @@ def get_redis(celery_app: Celery | None = None) -> Any:
 
 
 def check_credentials(celery_app: Celery | None = None) -> None:
-    """Raise :class:`ConfigError`, naming the variable, if Redis refuses our credentials.
+    """Raise :class:`ConfigError`, naming the variable, if Redis refuses our credentials
+    or its TLS certificate is not trusted.
 
     An unreachable Redis is no error here: worker and beat retry until it is back. A
-    refused password never gets better by retrying, so it stops start-up instead.
+    refused password or an untrusted certificate never gets better by retrying, so it
+    stops start-up instead.
     """
     target = celery_app or app
     urls = {"CAR_DREAM_REDIS_URL": str(target.conf.car_dream_redis_url)}
@@ -208,10 +210,29 @@ def check_credentials(celery_app: Celery | None = None) -> None:
                 f"{var}: Redis at {mask_url(url)} refused the credentials ({exc}); "
                 "put the user and password in the URL, e.g. redis://user:password@host:6379/0"
             ) from None
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except redis.ConnectionError as exc:
+            untrusted = _certificate_error(exc)
+            if untrusted is not None:  # like a refused password: retrying never helps
+                raise ConfigError(
+                    f"{var}: the TLS certificate of Redis at {mask_url(url)} was not trusted "
+                    f"({untrusted}); name the CA that signed it in the URL, e.g. "
+                    "rediss://host:6380/0?ssl_ca_certs=/path/to/ca.pem"
+                ) from None
+            log.warning("car-dream: Redis at %s not reachable yet: %s", mask_url(url), exc)
+        except redis.TimeoutError as exc:
             log.warning("car-dream: Redis at %s not reachable yet: %s", mask_url(url), exc)
         finally:
             client.close()
+
+
+def _certificate_error(exc: BaseException) -> str | None:
+    """The reason, if ``exc`` (or what it wraps) is a failed certificate verification."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen.verify_message or str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _ours(sender: Any) -> Celery | None:

@@ -32,7 +32,7 @@ from car_dream.store import MemoryStore
 from car_dream.tasks import TASK_NAME, register
 
 from .celery_env import FAST_WORKER, Processes, fresh_app, process_env, procs_fixture  # noqa: F401
-from .conftest import free_port
+from .conftest import free_port, wait_for
 from .servers import RedisServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -212,6 +212,35 @@ def test_rediss_against_a_tls_redis(
     Spy.clean(ok.output, status.output, bad.output)
 
 
+def test_worker_and_beat_over_tls_with_a_private_ca(
+    tls_server: tuple[RedisServer, Path], procs: Processes, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Broker, results, RedBeat's schedule and the memory, all over rediss://: the CA
+    comes from the URL, certificates are verified, and the plain port is never used."""
+    server, ca = tls_server
+    port = server.tls_port  # type: ignore[attr-defined]
+    full = f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={ca}"
+    env = process_env(full, tmp_path / "data", interval_secs=2)
+    worker = procs.worker(env)
+    beat = procs.beat(env)
+    client = redis.Redis.from_url(full)
+    store = MemoryStore(client, "default")
+
+    def beat_passes() -> bool:
+        return any(r.status == "completed" and not r.trailing for r in store.reports(10))
+
+    wait_for(beat_passes, timeout=60)
+    triggered = fresh_app(monkeypatch, full, interval_secs=2).tasks[TASK_NAME].delay()
+    assert triggered.get(timeout=60)["status"] in ("completed", "skipped")
+    # Every connection of the worker and the beat is on the TLS port (CLIENT LIST's laddr).
+    probe = redis.Redis(host="127.0.0.1", port=server.port, password=PASSWORD)
+    ports = [int(c["laddr"].rsplit(":", 1)[1]) for c in probe.client_list()]
+    assert ports.count(server.port) == 1  # the probe itself
+    assert ports.count(port) >= 3, ports  # worker (consumer, pool, results) and beat
+    Spy.clean(worker.read_text(errors="replace"), beat.read_text(errors="replace"))
+
+
 @pytest.mark.parametrize("ns", ["a}b", "{x}", "../etc", "a b", "x:y", "*", "", "n" * 65, "é"])
 def test_namespace_names_cannot_address_other_keys(
     ns: str, monkeypatch: pytest.MonkeyPatch, fake: Any
@@ -246,5 +275,26 @@ def test_worker_and_beat_without_credentials_stop_at_start_up(
     text = done.stdout + done.stderr
     assert done.returncode != 0, text
     assert "CAR_DREAM_REDIS_URL" in text and "refused the credentials" in text, text
+    assert ":***@" in text
+    Spy.clean(text)
+
+
+@pytest.mark.parametrize("role", ["worker", "beat"])
+def test_worker_and_beat_stop_at_start_up_on_an_untrusted_certificate(
+    tls_server: tuple[RedisServer, Path], tmp_path: Path, role: str
+) -> None:
+    """No CA for the server's certificate: verification fails, the process exits naming
+    the variable (retrying would never help), and no plain-text fallback is tried."""
+    server, _ = tls_server
+    bad = f"rediss://:{PASSWORD}@127.0.0.1:{server.tls_port}/0"  # type: ignore[attr-defined]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAR_DREAM_")}
+    env.update(CAR_DREAM_REDIS_URL=bad, CAR_DREAM_DATA_DIR=str(tmp_path))
+    cmd = [sys.executable, "-m", "celery", "-A", "car_dream", role, "--loglevel", "INFO"]
+    if role == "beat":
+        cmd += ["--schedule", str(tmp_path / "beat-schedule")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90, check=False)
+    text = done.stdout + done.stderr
+    assert done.returncode != 0, text
+    assert "CAR_DREAM_REDIS_URL" in text and "certificate" in text and "ssl_ca_certs" in text
     assert ":***@" in text
     Spy.clean(text)
