@@ -25,7 +25,7 @@ from .keys import Keys
 from .loop import DreamHandle, spawn_dream_loop
 from .report import ConsolidationReport
 from .schedule import ensure_dream_task
-from .store import MemoryStore, Node
+from .store import MemoryStore, Node, WriteBatch
 from .tasks import consolidate
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "PassFailedError",
     "SupersededNodeError",
     "UnknownNodeError",
+    "WriteBatch",
     "app",
     "check_store",
     "consolidate",

@@ -426,7 +426,8 @@ def _times(obj: dict[str, Any]) -> None:
 
 
 def ingest_line(store: Any, raw: str) -> None:
-    """One JSON object with ``kind`` and the ingest call's arguments."""
+    """One JSON object with ``kind`` and the ingest call's arguments (to a store or a
+    :class:`~car_dream.store.WriteBatch`)."""
     try:
         obj = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -440,8 +441,8 @@ def ingest_line(store: Any, raw: str) -> None:
     method = getattr(store, f"ingest_{kind}")
     try:
         method(**obj)
-    except TypeError as exc:  # unknown or missing arguments
-        raise ValueError(str(exc).replace("MemoryStore.", "")) from None
+    except TypeError as exc:  # unknown or missing arguments: "_Writes.ingest_fact() got ..."
+        raise ValueError(str(exc).split(".", 1)[-1]) from None
 
 
 @cli.command()
@@ -451,19 +452,39 @@ def ingest(env: Env, file: Any) -> None:
     """Bulk-write facts, observations and conclusions from a JSONL FILE ('-' for stdin).
 
     One object a line: {"kind": "fact"|"environment"|"conclusion", ...arguments}.
-    Bad lines are reported by number; good ones are kept.
+    Bad lines are reported by number; good ones are kept. Lines go to Redis in batches
+    of CAR_DREAM_BATCH_SIZE, one round trip each, in file order.
     """
-    store = env.store
-    good, bad = 0, 0
+    batch = env.store.batch()
+    size = env.config.batch_size
+    queued: list[int] = []  # the line number of each queued write
+    errors: list[tuple[int, str]] = []
+    good = bad = 0
+
+    def flush() -> None:
+        nonlocal good, bad
+        for number, result in zip(queued, batch.execute(), strict=True):
+            if isinstance(result, CarDreamError):
+                errors.append((number, str(result)))
+            else:
+                good += 1
+        queued.clear()
+        for number, message in sorted(errors):
+            click.echo(f"line {number}: {message}", err=True)
+        bad += len(errors)
+        errors.clear()
+
     for number, raw in enumerate(file, start=1):
         if not raw.strip():
             continue
         try:
-            ingest_line(store, raw)
-            good += 1
+            ingest_line(batch, raw)
+            queued.append(number)
         except (ValueError, CarDreamError) as exc:
-            bad += 1
-            click.echo(f"line {number}: {exc}", err=True)
+            errors.append((number, str(exc)))
+        if len(queued) >= size:
+            flush()
+    flush()
     click.echo(f"ingested {good} line(s), rejected {bad}")
     if bad:
         sys.exit(1)

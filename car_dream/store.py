@@ -11,17 +11,23 @@ import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError, InvalidInputError, SupersededNodeError, UnknownNodeError
+from .errors import (
+    CarDreamError,
+    ConfigError,
+    InvalidInputError,
+    SupersededNodeError,
+    UnknownNodeError,
+)
 from .keys import NAMESPACES_KEY, Keys, validate_node_id
 from .report import ConsolidationReport
 from .scripts import Scripts
 
-__all__ = ["KINDS", "MemoryStore", "Node", "NodeKind", "to_epoch"]
+__all__ = ["KINDS", "MemoryStore", "Node", "NodeKind", "WriteBatch", "to_epoch"]
 
 NodeKind = Literal["fact", "environment", "conclusion"]
 KINDS: tuple[NodeKind, ...] = ("fact", "environment", "conclusion")
@@ -133,20 +139,13 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode()
 
 
-class MemoryStore:
-    """One namespace of agent memory in Redis. The client must return bytes."""
+_R = TypeVar("_R")
 
-    def __init__(self, client: Any, namespace: str = "default") -> None:
-        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
-        if kwargs.get("decode_responses"):
-            raise ConfigError("MemoryStore needs a Redis client with decode_responses=False")
-        self.client = client
-        self.namespace = namespace
-        self.keys = Keys(namespace)
-        self.scripts = Scripts.of(client)
-        self._registered = False
 
-    # -- writing -----------------------------------------------------------------
+class _Writes(Generic[_R]):
+    """The ``ingest_*`` methods: validation here, the write itself in ``_write``."""
+
+    keys: Keys
 
     def ingest_fact(
         self,
@@ -161,7 +160,7 @@ class MemoryStore:
         supersedes: str | None = None,
         tags: Iterable[str] = (),
         pinned: bool = False,
-    ) -> bool:
+    ) -> _R:
         """Write a fact; ``supersedes`` marks an older node superseded. True if new."""
         if isinstance(tags, str):
             raise InvalidInputError("tags: must be a list of strings, not a string")
@@ -185,7 +184,7 @@ class MemoryStore:
         *,
         observed_at: Timestamp | None = None,
         expires_at: Timestamp | None = None,
-    ) -> bool:
+    ) -> _R:
         """Write (or refresh) an observation of the world that expires at ``expires_at``."""
         obs = self._epoch("observed_at", observed_at)
         exp = None if expires_at is None else self._epoch("expires_at", expires_at)
@@ -193,7 +192,7 @@ class MemoryStore:
         fields = ["content", env.content, "observed_at", repr(env.observed_at)]
         return self._write(env.id, "environment", None, (), False, env.expires_at, fields)
 
-    def ingest_conclusion(self, id: str, content: str, *, premises: Sequence[str]) -> bool:
+    def ingest_conclusion(self, id: str, content: str, *, premises: Sequence[str]) -> _R:
         """Write derived knowledge citing ``premises``; it is invalidated when one goes."""
         if isinstance(premises, str):
             raise InvalidInputError("premises: must be a list of node ids, not a string")
@@ -219,21 +218,71 @@ class MemoryStore:
         pinned: bool,
         expires_at: float | None,
         fields: list[str],
-    ) -> bool:
+    ) -> _R:
+        raise NotImplementedError
+
+    def _ingest_call(
+        self,
+        node_id: str,
+        kind: NodeKind,
+        supersedes: str | None,
+        premises: Sequence[str],
+        pinned: bool,
+        expires_at: float | None,
+        fields: list[str],
+    ) -> tuple[list[str], list[Any]]:
+        """The INGEST script's keys and args for one write."""
         now = datetime.now(UTC).timestamp()
-        reply = self.scripts.ingest(
-            keys=[self.keys.node(node_id)],
-            args=[
-                self.keys.prefix, node_id, kind, repr(now), supersedes or "",
-                json.dumps(list(premises)), "1" if pinned else "0",
-                "" if expires_at is None else repr(expires_at), *fields,
-            ],
-        )  # fmt: skip
-        created = self._check_reply(node_id, reply)
+        args = [
+            self.keys.prefix, node_id, kind, repr(now), supersedes or "",
+            json.dumps(list(premises)), "1" if pinned else "0",
+            "" if expires_at is None else repr(expires_at), *fields,
+        ]  # fmt: skip
+        return [self.keys.node(node_id)], args
+
+
+class MemoryStore(_Writes[bool]):
+    """One namespace of agent memory in Redis. The client must return bytes.
+
+    Each ``ingest_*`` call is one atomic script and returns True if the node is new;
+    :meth:`batch` queues many writes for one round trip.
+    """
+
+    def __init__(self, client: Any, namespace: str = "default") -> None:
+        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+        if kwargs.get("decode_responses"):
+            raise ConfigError("MemoryStore needs a Redis client with decode_responses=False")
+        self.client = client
+        self.namespace = namespace
+        self.keys = Keys(namespace)
+        self.scripts = Scripts.of(client)
+        self._registered = False
+
+    def batch(self) -> WriteBatch:
+        """A :class:`WriteBatch` on this store: validate now, send all at once."""
+        return WriteBatch(self)
+
+    def _write(
+        self,
+        node_id: str,
+        kind: NodeKind,
+        supersedes: str | None,
+        premises: Sequence[str],
+        pinned: bool,
+        expires_at: float | None,
+        fields: list[str],
+    ) -> bool:
+        keys, args = self._ingest_call(
+            node_id, kind, supersedes, premises, pinned, expires_at, fields
+        )
+        created = self._check_reply(node_id, self.scripts.ingest(keys=keys, args=args))
+        self._register()
+        return created
+
+    def _register(self) -> None:
         if not self._registered:  # once per store object: a namespace registers on first write
             self.client.sadd(NAMESPACES_KEY, self.namespace)
             self._registered = True
-        return created
 
     @staticmethod
     def _check_reply(node_id: str, reply: list[Any]) -> bool:
@@ -392,3 +441,61 @@ def coverage(total: int, unembedded: int) -> float:
     if total <= 0:
         return 1.0
     return max(0.0, min(1.0, (total - unembedded) / total))
+
+
+class WriteBatch(_Writes[None]):
+    """Writes to one namespace queued here and sent by :meth:`execute`, in order (a
+    conclusion may cite a fact queued before it): one pipeline, so one round trip.
+
+    Each ``ingest_*`` call validates at once and raises as the store's does; what Redis
+    refuses (an unknown premise, a superseded target) comes back from :meth:`execute`.
+    Every write is still its own atomic script: a refused one leaves the others done.
+    On Redis Cluster (whose pipelines refuse scripts) the writes go one by one.
+    """
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.keys = store.keys
+        self._queued: list[tuple[str, list[str], list[Any]]] = []
+
+    def __len__(self) -> int:
+        return len(self._queued)
+
+    def _write(
+        self,
+        node_id: str,
+        kind: NodeKind,
+        supersedes: str | None,
+        premises: Sequence[str],
+        pinned: bool,
+        expires_at: float | None,
+        fields: list[str],
+    ) -> None:
+        keys, args = self._ingest_call(
+            node_id, kind, supersedes, premises, pinned, expires_at, fields
+        )
+        self._queued.append((node_id, keys, args))
+
+    def execute(self) -> list[bool | CarDreamError]:
+        """Send what is queued; per write, in order: True if new, False if rewritten, or
+        the error it was refused with. The batch is empty afterwards."""
+        queued, self._queued = self._queued, []
+        if not queued:
+            return []
+        client, ingest = self.store.client, self.store.scripts.ingest
+        if hasattr(client, "get_node_from_key"):  # redis-py's RedisCluster
+            replies = [ingest(keys=keys, args=args) for _, keys, args in queued]
+        else:
+            pipe = client.pipeline(transaction=False)
+            for _, keys, args in queued:
+                ingest(keys=keys, args=args, client=pipe)
+            replies = pipe.execute()
+        out: list[bool | CarDreamError] = []
+        for (node_id, _, _), reply in zip(queued, replies, strict=True):
+            try:
+                out.append(MemoryStore._check_reply(node_id, reply))
+            except CarDreamError as exc:
+                out.append(exc)
+        if any(r is True or r is False for r in out):
+            self.store._register()
+        return out

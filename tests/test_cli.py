@@ -73,6 +73,14 @@ def test_ingest_keeps_good_lines_and_numbers_bad_ones(
     assert real_store.get("c2") is not None
     out = cli("ingest", "-", stdin=json.dumps(lines[0]) + "\n")
     assert out.returncode == 0 and "ingested 1 line(s), rejected 0" in out.stdout
+    # Batches of two: a batch boundary between c2 and its premises changes nothing, and
+    # the errors still come out in line order.
+    small = MemoryStore(real_store.client, real_store.namespace + "-small")
+    out = cli("ingest", str(path), CAR_DREAM_BATCH_SIZE="2", CAR_DREAM_NAMESPACE=small.namespace)
+    assert "ingested 3 line(s), rejected 4" in out.stdout
+    numbers = [int(line.split(":")[0][5:]) for line in out.stderr.splitlines()]
+    assert numbers == [2, 4, 5, 6], out.stderr
+    assert small.count() == 3 and small.get("c2") is not None
 
 
 def test_run_once_reports_pause_resume_cancel(cli: Cli, real_store: MemoryStore) -> None:

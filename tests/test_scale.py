@@ -27,6 +27,7 @@ import redis
 
 from car_dream.config import load_config
 from car_dream.consolidate import run_pass
+from car_dream.errors import UnknownNodeError
 from car_dream.keys import NAMESPACES_KEY
 from car_dream.lock import PassLock, lock_state, request_cancel
 from car_dream.store import MemoryStore
@@ -353,3 +354,14 @@ def test_worker_with_its_memory_on_the_cluster(
         assert (report.expired_pruned, report.superseded_gc, report.nodes_embedded) == (1, 2, 1)
         assert lock_state(cluster, MemoryStore(cluster, ns).keys).state == "done"
     assert not list(db.scan_iter(match="car-dream:{*}:*"))  # nothing of the memory here
+
+
+def test_cluster_batched_writes(cluster: Any) -> None:
+    store = MemoryStore(cluster, f"batch-{uuid.uuid4().hex[:6]}")
+    b = store.batch()
+    b.ingest_fact("f1", "s", "one")
+    b.ingest_conclusion("c1", "from one", premises=["f1"])
+    b.ingest_conclusion("c2", "from nothing", premises=["nope"])
+    out = b.execute()
+    assert out[:2] == [True, True] and isinstance(out[2], UnknownNodeError)
+    assert store.count() == 2 and store.namespace in MemoryStore.namespaces(cluster)

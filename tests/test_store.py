@@ -560,3 +560,47 @@ def test_namespaces_register_on_first_write(fake: Any) -> None:
     assert MemoryStore.namespaces(fake) == ["agent-b"]
     a.ingest_environment("e", "c")
     assert MemoryStore.namespaces(fake) == ["agent-a", "agent-b"]
+
+
+# -- batched writes (both backends) ------------------------------------------------
+
+
+def test_batch_sends_on_execute_in_order_and_returns_each_outcome(store: MemoryStore) -> None:
+    b = store.batch()
+    b.ingest_fact("f1", "topic", "the sky is blue", timestamp=T0)
+    b.ingest_conclusion("c1", "therefore blue", premises=["f1"])  # cites a queued fact
+    b.ingest_conclusion("c2", "nonsense", premises=["missing"])
+    b.ingest_fact("f2", "topic", "v2", timestamp=T0, supersedes="f1")
+    b.ingest_fact("f1", "topic", "rewritten", timestamp=T0)  # f1 is superseded by now
+    b.ingest_environment("e1", "door open", observed_at=T0)
+    assert len(b) == 6 and store.get("f1") is None  # nothing sent yet
+    out = b.execute()
+    assert out[:2] == [True, True] and out[3:4] == [True] and out[5:] == [True]
+    assert isinstance(out[2], UnknownNodeError) and "missing" in str(out[2])
+    assert isinstance(out[4], SupersededNodeError)
+    assert len(b) == 0 and b.execute() == []
+    f1 = store.get("f1")
+    assert f1 is not None and f1.content == "the sky is blue" and f1.superseded_by == "f2"
+    assert store.get("c2") is None and store.count() == 4
+    # The same writes one by one leave the same graph (revisions aside).
+    other = MemoryStore(store.client, store.namespace + "-direct")
+    other.ingest_fact("f1", "topic", "the sky is blue", timestamp=T0)
+    other.ingest_conclusion("c1", "therefore blue", premises=["f1"])
+    other.ingest_fact("f2", "topic", "v2", timestamp=T0, supersedes="f1")
+    other.ingest_environment("e1", "door open", observed_at=T0)
+    for node_id in ("f1", "c1", "f2", "e1"):
+        mine, theirs = store.get(node_id), other.get(node_id)
+        assert mine is not None and theirs is not None
+        skip = {"rev", "observed_at", "timestamp", "superseded_at"}
+        assert mine.model_dump(exclude=skip) == theirs.model_dump(exclude=skip)
+    assert store.namespace in MemoryStore.namespaces(store.client)
+
+
+def test_batch_validates_when_queued(store: MemoryStore) -> None:
+    b = store.batch()
+    with pytest.raises(InvalidInputError):
+        b.ingest_fact("bad id", "s", "c")
+    with pytest.raises(InvalidInputError):
+        b.ingest_conclusion("c", "x", premises=[])
+    assert len(b) == 0 and b.execute() == []
+    assert store.count() == 0 and store.namespace not in MemoryStore.namespaces(store.client)
