@@ -140,6 +140,7 @@ def _text(value: bytes | None) -> str | None:
 
 
 _R = TypeVar("_R")
+_Call = tuple[str, list[str], list[Any]]  # node id, INGEST keys, INGEST args
 
 
 class _Writes(Generic[_R]):
@@ -175,7 +176,9 @@ class _Writes(Generic[_R]):
             "provenance", fact.provenance, "scope", fact.scope, "timestamp", repr(fact.timestamp),
             "tags", json.dumps(list(fact.tags)),
         ]  # fmt: skip
-        return self._write(fact.id, "fact", fact.supersedes, (), fact.pinned, None, fields)
+        return self._write(
+            self._call(fact.id, "fact", fact.supersedes, (), fact.pinned, None, fields)
+        )
 
     def ingest_environment(
         self,
@@ -190,7 +193,9 @@ class _Writes(Generic[_R]):
         exp = None if expires_at is None else self._epoch("expires_at", expires_at)
         env = _validated(EnvironmentIn, id=id, content=content, observed_at=obs, expires_at=exp)
         fields = ["content", env.content, "observed_at", repr(env.observed_at)]
-        return self._write(env.id, "environment", None, (), False, env.expires_at, fields)
+        return self._write(
+            self._call(env.id, "environment", None, (), False, env.expires_at, fields)
+        )
 
     def ingest_conclusion(self, id: str, content: str, *, premises: Sequence[str]) -> _R:
         """Write derived knowledge citing ``premises``; it is invalidated when one goes."""
@@ -199,7 +204,7 @@ class _Writes(Generic[_R]):
         c = _validated(ConclusionIn, id=id, content=content, premises=tuple(premises))
         now = datetime.now(UTC).timestamp()
         fields = ["content", c.content, "timestamp", repr(now)]
-        return self._write(c.id, "conclusion", None, c.premises, False, None, fields)
+        return self._write(self._call(c.id, "conclusion", None, c.premises, False, None, fields))
 
     def _epoch(self, name: str, value: Timestamp | None) -> float:
         if value is None:
@@ -209,19 +214,10 @@ class _Writes(Generic[_R]):
         except (ValueError, OverflowError) as exc:
             raise InvalidInputError(f"{name}: {exc}") from None
 
-    def _write(
-        self,
-        node_id: str,
-        kind: NodeKind,
-        supersedes: str | None,
-        premises: Sequence[str],
-        pinned: bool,
-        expires_at: float | None,
-        fields: list[str],
-    ) -> _R:
+    def _write(self, call: _Call) -> _R:
         raise NotImplementedError
 
-    def _ingest_call(
+    def _call(
         self,
         node_id: str,
         kind: NodeKind,
@@ -230,15 +226,15 @@ class _Writes(Generic[_R]):
         pinned: bool,
         expires_at: float | None,
         fields: list[str],
-    ) -> tuple[list[str], list[Any]]:
-        """The INGEST script's keys and args for one write."""
+    ) -> _Call:
+        """One write as the node id and the INGEST script's keys and args."""
         now = datetime.now(UTC).timestamp()
         args = [
             self.keys.prefix, node_id, kind, repr(now), supersedes or "",
             json.dumps(list(premises)), "1" if pinned else "0",
             "" if expires_at is None else repr(expires_at), *fields,
         ]  # fmt: skip
-        return [self.keys.node(node_id)], args
+        return node_id, [self.keys.node(node_id)], args
 
 
 class MemoryStore(_Writes[bool]):
@@ -262,19 +258,8 @@ class MemoryStore(_Writes[bool]):
         """A :class:`WriteBatch` on this store: validate now, send all at once."""
         return WriteBatch(self)
 
-    def _write(
-        self,
-        node_id: str,
-        kind: NodeKind,
-        supersedes: str | None,
-        premises: Sequence[str],
-        pinned: bool,
-        expires_at: float | None,
-        fields: list[str],
-    ) -> bool:
-        keys, args = self._ingest_call(
-            node_id, kind, supersedes, premises, pinned, expires_at, fields
-        )
+    def _write(self, call: _Call) -> bool:
+        node_id, keys, args = call
         created = self._check_reply(node_id, self.scripts.ingest(keys=keys, args=args))
         self._register()
         return created
@@ -456,25 +441,13 @@ class WriteBatch(_Writes[None]):
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
         self.keys = store.keys
-        self._queued: list[tuple[str, list[str], list[Any]]] = []
+        self._queued: list[_Call] = []
 
     def __len__(self) -> int:
         return len(self._queued)
 
-    def _write(
-        self,
-        node_id: str,
-        kind: NodeKind,
-        supersedes: str | None,
-        premises: Sequence[str],
-        pinned: bool,
-        expires_at: float | None,
-        fields: list[str],
-    ) -> None:
-        keys, args = self._ingest_call(
-            node_id, kind, supersedes, premises, pinned, expires_at, fields
-        )
-        self._queued.append((node_id, keys, args))
+    def _write(self, call: _Call) -> None:
+        self._queued.append(call)
 
     def execute(self) -> list[bool | CarDreamError]:
         """Send what is queued; per write, in order: True if new, False if rewritten, or
