@@ -59,7 +59,9 @@ def main(url: str, namespace: str, writer: str, duration: float, log_path: str) 
         head = fid
         n += 1
         time.sleep(0.02)
-    log(op="end", live=live, expiry={e: expiry[e] for e in live}, t=time.time())
+    # A node started in the last round may not have been written yet: not kept alive.
+    kept = {e: expiry[e] for e in live if e in expiry}
+    log(op="end", live=list(kept), expiry=kept, t=time.time())
     out.close()
 
 
