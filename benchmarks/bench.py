@@ -1018,16 +1018,25 @@ class Bench:
         t0 = time.perf_counter()
         warm = self.interval(names, 2, "warm")  # embeds every namespace's nodes once
         log(f"scale: first interval (embeds all) {time.perf_counter() - t0:.0f}s: {warm}")
-        runs: dict[int, dict[str, Any]] = {}
-        for workers in self.sz["scale_workers"]:
-            new_interval(f"w{workers}")
-            runs[workers] = self.interval(names, workers, f"scale{workers}")
-            log(f"scale {workers} worker(s): {runs[workers]}")
-        one, two = runs[1]["passes_per_s"], runs[2]["passes_per_s"]
+        # 1 and 2 workers alternate, several times (one interval is 10-20 s on this kind of
+        # machine, and a 2-core VM's noise moves a single one by 10%); 4 workers once.
+        plan = [w for _ in range(self.sz["reps"]) for w in (1, 2)]
+        plan += [w for w in self.sz["scale_workers"] if w not in (1, 2)]
+        runs: dict[int, list[dict[str, Any]]] = {}
+        for i, workers in enumerate(plan):
+            new_interval(f"i{i}")
+            run = self.interval(names, workers, f"scale{workers}-{i}")
+            runs.setdefault(workers, []).append(run)
+            log(f"scale {workers} worker(s): {run}")
+        rate = {w: median([r["passes_per_s"] for r in rs]) for w, rs in runs.items()}
+        one, two = rate[1], rate[2]
         exact = all(
-            r["namespaces_passed_once"] == nns and r["passed_twice"] == 0 for r in runs.values()
+            r["namespaces_passed_once"] == nns and r["passed_twice"] == 0
+            for rs in runs.values()
+            for r in rs
         )
-        self.extra["scale"] = {"churn_per_interval": 2 * churn, "runs": runs, "first": warm}
+        self.extra["scale"] = {"churn_per_interval": 2 * churn, "runs": runs, "first": warm,
+                               "median_passes_per_s": rate}  # fmt: skip
         self.row(
             "9",
             f"dispatch {nns:,} namespaces x {nodes:,} nodes, 2 vs 1 workers",
@@ -1036,7 +1045,7 @@ class Bench:
             "passes/s",
             ">= 1.4x, each namespace once",
             two >= 1.4 * one and exact,
-            runs={str(k): v for k, v in runs.items()},
+            passes_per_s={str(k): v for k, v in rate.items()},
         )
 
     def interval(self, names: list[str], workers: int, label: str) -> dict[str, Any]:
