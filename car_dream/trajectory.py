@@ -206,19 +206,6 @@ class Tally:
                 self.tools.setdefault(event.tool, Counter())[result] += 1
         self.sources.setdefault(record.source, Counter())[record.outcome] += 1
 
-    def add_counts(self, counts: Counts) -> None:
-        source, outcome, counted = counts
-        tools, sources = self.tools, self.sources
-        for tool, result in counted:
-            c = tools.get(tool)
-            if c is None:
-                c = tools[tool] = Counter()
-            c[result] += 1
-        c = sources.get(source)
-        if c is None:
-            c = sources[source] = Counter()
-        c[outcome] += 1
-
     def __bool__(self) -> bool:
         return bool(self.tools or self.sources)
 
