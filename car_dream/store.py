@@ -1,105 +1,28 @@
 """The memory store: a graph of facts, observations and conclusions in Redis.
 
-Agents write it through the ``ingest_*`` methods (each one atomic script); passes
-consolidate it. Indexes (sorted sets and sets) let a pass find expired, superseded
-and unembedded nodes without scanning the store.
+Agents write it through the ``ingest_*`` methods (each one atomic script, see
+:mod:`car_dream.writes`); passes consolidate it. Indexes (sorted sets and sets) let a
+pass find expired, superseded and unembedded nodes without scanning the store.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
-from typing import Any, Generic, Literal, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field
 
-from .errors import (
-    CarDreamError,
-    ConfigError,
-    InvalidInputError,
-    SupersededNodeError,
-    UnknownNodeError,
-)
+from .errors import ConfigError
 from .keys import NAMESPACES_KEY, Keys, validate_node_id
 from .report import ConsolidationReport
 from .scripts import Scripts
+from .writes import KINDS, NodeKind, WriteBatch, _Call, _Writes, check_reply, to_epoch
 
 __all__ = ["KINDS", "MemoryStore", "Node", "NodeKind", "WriteBatch", "to_epoch"]
 
-NodeKind = Literal["fact", "environment", "conclusion"]
-KINDS: tuple[NodeKind, ...] = ("fact", "environment", "conclusion")
-MAX_CONTENT = 1_000_000
 REPORTS_KEPT = 100
-
-Timestamp = datetime | float | int
-
-
-def to_epoch(value: Timestamp) -> float:
-    """Epoch seconds from an aware datetime or a number; naive datetimes are refused."""
-    if isinstance(value, bool):
-        raise ValueError("a timestamp must be a datetime or epoch seconds, not a bool")
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("datetime must carry a time zone (use datetime.now(timezone.utc))")
-        return value.timestamp()
-    if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ValueError("timestamp must be finite")
-        return float(value)
-    raise ValueError(f"a timestamp must be a datetime or epoch seconds, got {type(value).__name__}")
-
-
-class _NodeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False, arbitrary_types_allowed=True)
-
-    id: str
-    content: str = Field(min_length=1, max_length=MAX_CONTENT)
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        return validate_node_id(v)
-
-
-class FactIn(_NodeIn):
-    subject: str = Field(max_length=10_000)
-    source: str = Field("agent", max_length=1000)
-    provenance: str = Field("self", max_length=1000)
-    timestamp: float
-    scope: str = Field("global", max_length=1000)
-    supersedes: str | None = None
-    tags: tuple[str, ...] = ()
-    pinned: bool = False
-
-    @field_validator("supersedes")
-    @classmethod
-    def _sup(cls, v: str | None) -> str | None:
-        return None if v is None else validate_node_id(v)
-
-    @model_validator(mode="after")
-    def _not_self(self) -> FactIn:
-        if self.supersedes == self.id:
-            raise ValueError(f"node {self.id!r} cannot supersede itself")
-        return self
-
-
-class EnvironmentIn(_NodeIn):
-    observed_at: float
-    expires_at: float | None = None
-
-
-class ConclusionIn(_NodeIn):
-    premises: tuple[str, ...] = Field(min_length=1, max_length=10_000)
-
-    @field_validator("premises")
-    @classmethod
-    def _premises(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for p in v:
-            validate_node_id(p)
-        return tuple(dict.fromkeys(v))
 
 
 class Node(BaseModel):
@@ -126,115 +49,8 @@ class Node(BaseModel):
     rev: int = 0
 
 
-def _validated(model: type[BaseModel], **data: Any) -> Any:
-    try:
-        return model(**data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "input"
-        raise InvalidInputError(f"{where}: {first['msg']}") from None
-
-
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode()
-
-
-_R = TypeVar("_R")
-_Call = tuple[str, list[str], list[Any]]  # node id, INGEST keys, INGEST args
-
-
-class _Writes(Generic[_R]):
-    """The ``ingest_*`` methods: validation here, the write itself in ``_write``."""
-
-    keys: Keys
-
-    def ingest_fact(
-        self,
-        id: str,
-        subject: str,
-        content: str,
-        *,
-        source: str = "agent",
-        provenance: str = "self",
-        timestamp: Timestamp | None = None,
-        scope: str = "global",
-        supersedes: str | None = None,
-        tags: Iterable[str] = (),
-        pinned: bool = False,
-    ) -> _R:
-        """Write a fact; ``supersedes`` marks an older node superseded. True if new."""
-        if isinstance(tags, str):
-            raise InvalidInputError("tags: must be a list of strings, not a string")
-        ts = self._epoch("timestamp", timestamp)
-        fact = _validated(
-            FactIn, id=id, subject=subject, content=content, source=source,
-            provenance=provenance, timestamp=ts, scope=scope, supersedes=supersedes,
-            tags=tuple(tags), pinned=pinned,
-        )  # fmt: skip
-        fields = [
-            "content", fact.content, "subject", fact.subject, "source", fact.source,
-            "provenance", fact.provenance, "scope", fact.scope, "timestamp", repr(fact.timestamp),
-            "tags", json.dumps(list(fact.tags)),
-        ]  # fmt: skip
-        return self._write(
-            self._call(fact.id, "fact", fact.supersedes, (), fact.pinned, None, fields)
-        )
-
-    def ingest_environment(
-        self,
-        id: str,
-        content: str,
-        *,
-        observed_at: Timestamp | None = None,
-        expires_at: Timestamp | None = None,
-    ) -> _R:
-        """Write (or refresh) an observation of the world that expires at ``expires_at``."""
-        obs = self._epoch("observed_at", observed_at)
-        exp = None if expires_at is None else self._epoch("expires_at", expires_at)
-        env = _validated(EnvironmentIn, id=id, content=content, observed_at=obs, expires_at=exp)
-        fields = ["content", env.content, "observed_at", repr(env.observed_at)]
-        return self._write(
-            self._call(env.id, "environment", None, (), False, env.expires_at, fields)
-        )
-
-    def ingest_conclusion(self, id: str, content: str, *, premises: Sequence[str]) -> _R:
-        """Write derived knowledge citing ``premises``; it is invalidated when one goes."""
-        if isinstance(premises, str):
-            raise InvalidInputError("premises: must be a list of node ids, not a string")
-        c = _validated(ConclusionIn, id=id, content=content, premises=tuple(premises))
-        now = datetime.now(UTC).timestamp()
-        fields = ["content", c.content, "timestamp", repr(now)]
-        return self._write(self._call(c.id, "conclusion", None, c.premises, False, None, fields))
-
-    def _epoch(self, name: str, value: Timestamp | None) -> float:
-        if value is None:
-            return datetime.now(UTC).timestamp()
-        try:
-            return to_epoch(value)
-        except (ValueError, OverflowError) as exc:
-            raise InvalidInputError(f"{name}: {exc}") from None
-
-    def _write(self, call: _Call) -> _R:
-        raise NotImplementedError
-
-    def _call(
-        self,
-        node_id: str,
-        kind: NodeKind,
-        supersedes: str | None,
-        premises: Sequence[str],
-        pinned: bool,
-        expires_at: float | None,
-        fields: list[str],
-    ) -> _Call:
-        """One write as the node id and the INGEST script's keys and args."""
-        now = datetime.now(UTC).timestamp()
-        args = [
-            self.keys.prefix, node_id, kind, repr(now), supersedes or "",
-            json.dumps(list(premises)), "1" if pinned else "0",
-            "" if expires_at is None else repr(expires_at), *fields,
-        ]  # fmt: skip
-        return node_id, [self.keys.node(node_id)], args
 
 
 class MemoryStore(_Writes[bool]):
@@ -260,7 +76,7 @@ class MemoryStore(_Writes[bool]):
 
     def _write(self, call: _Call) -> bool:
         node_id, keys, args = call
-        created = self._check_reply(node_id, self.scripts.ingest(keys=keys, args=args))
+        created = check_reply(node_id, self.scripts.ingest(keys=keys, args=args))
         self._register()
         return created
 
@@ -268,22 +84,6 @@ class MemoryStore(_Writes[bool]):
         if not self._registered:  # once per store object: a namespace registers on first write
             self.client.sadd(NAMESPACES_KEY, self.namespace)
             self._registered = True
-
-    @staticmethod
-    def _check_reply(node_id: str, reply: list[Any]) -> bool:
-        code = _text(reply[0])
-        if code == "ok":
-            return bool(int(reply[1]))
-        detail = _text(reply[1])
-        if code == "unknown":
-            raise UnknownNodeError(f"node {detail!r} does not exist")
-        if code == "superseded":
-            raise SupersededNodeError(f"node {detail!r} is already superseded")
-        if code == "kind":
-            raise InvalidInputError(f"node {node_id!r} already exists as a {detail}")
-        if code == "cycle":
-            raise InvalidInputError(f"writing {node_id!r} would make a cycle through {detail!r}")
-        raise InvalidInputError(f"write of {node_id!r} refused: {code} {detail}")
 
     # -- reading -----------------------------------------------------------------
 
@@ -426,49 +226,3 @@ def coverage(total: int, unembedded: int) -> float:
     if total <= 0:
         return 1.0
     return max(0.0, min(1.0, (total - unembedded) / total))
-
-
-class WriteBatch(_Writes[None]):
-    """Writes to one namespace queued here and sent by :meth:`execute`, in order (a
-    conclusion may cite a fact queued before it): one pipeline, so one round trip.
-
-    Each ``ingest_*`` call validates at once and raises as the store's does; what Redis
-    refuses (an unknown premise, a superseded target) comes back from :meth:`execute`.
-    Every write is still its own atomic script: a refused one leaves the others done.
-    On Redis Cluster (whose pipelines refuse scripts) the writes go one by one.
-    """
-
-    def __init__(self, store: MemoryStore) -> None:
-        self.store = store
-        self.keys = store.keys
-        self._queued: list[_Call] = []
-
-    def __len__(self) -> int:
-        return len(self._queued)
-
-    def _write(self, call: _Call) -> None:
-        self._queued.append(call)
-
-    def execute(self) -> list[bool | CarDreamError]:
-        """Send what is queued; per write, in order: True if new, False if rewritten, or
-        the error it was refused with. The batch is empty afterwards."""
-        queued, self._queued = self._queued, []
-        if not queued:
-            return []
-        client, ingest = self.store.client, self.store.scripts.ingest
-        if hasattr(client, "get_node_from_key"):  # redis-py's RedisCluster
-            replies = [ingest(keys=keys, args=args) for _, keys, args in queued]
-        else:
-            pipe = client.pipeline(transaction=False)
-            for _, keys, args in queued:
-                ingest(keys=keys, args=args, client=pipe)
-            replies = pipe.execute()
-        out: list[bool | CarDreamError] = []
-        for (node_id, _, _), reply in zip(queued, replies, strict=True):
-            try:
-                out.append(MemoryStore._check_reply(node_id, reply))
-            except CarDreamError as exc:
-                out.append(exc)
-        if any(r is True or r is False for r in out):
-            self.store._register()
-        return out
