@@ -212,34 +212,12 @@ return {'ok', n, redis.call('ZCARD', P .. K.gc)}
 """
 )
 
-# KEYS[1] lock. ARGV: prefix, token, model, then id, rev, vector triples.
-# Stores an embedding only if the node was not rewritten since it was read.
-STORE_EMBEDDINGS = (
-    LIB
-    + r"""
-local f = fence(KEYS[1], ARGV[2]) if f then return {f} end
-local n = 0
-for i = 4, #ARGV, 3 do
-  local id, rev, vec = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local cur = redis.call('HGET', nk(id), 'rev')
-  if not cur then
-    redis.call('SREM', P .. K.unembedded, id)
-  elseif cur == rev then
-    redis.call('HSET', nk(id), 'emb', vec, 'emb_model', ARGV[3])
-    redis.call('SREM', P .. K.unembedded, id)
-    n = n + 1
-  end
-end
-if n > 0 then redis.call('HINCRBY', P .. K.meta, 'emb_version', 1) end
-return {'ok', n}
-"""
-)
-
 # KEYS[1] lock. ARGV: prefix, token, model, vector size in bytes, ids ('\n'-joined),
 # revs ('\n'-joined, one per id), the vectors concatenated in id order, ids of vanished
-# nodes ('\n'-joined). STORE_EMBEDDINGS with one packed argument per column, so a pass
-# sends a whole batch without one argument per vector. Only ids still in the unembedded
-# index are stored and counted, so an id read twice is stored once.
+# nodes ('\n'-joined). One packed argument per column, so a pass sends a whole batch
+# without one argument per vector. A vector is stored only if its node's revision is the
+# one it was computed from, and only ids still in the unembedded index are stored and
+# counted, so an id read twice is stored once.
 STORE_VECTORS = (
     LIB
     + r"""
@@ -437,7 +415,6 @@ class Scripts:
         self.prune: Script = client.register_script(PRUNE)
         self.invalidate: Script = client.register_script(INVALIDATE)
         self.collect: Script = client.register_script(COLLECT)
-        self.store_embeddings: Script = client.register_script(STORE_EMBEDDINGS)
         self.store_vectors: Script = client.register_script(STORE_VECTORS)
         self.fetch_unembedded: Script = client.register_script(FETCH_UNEMBEDDED)
         self.switch_model: Script = client.register_script(SWITCH_MODEL)

@@ -261,19 +261,25 @@ def test_namespace_names_cannot_address_other_keys(
     assert fake.keys("*") == []
 
 
-@pytest.mark.parametrize("role", ["worker", "beat"])
-def test_worker_and_beat_without_credentials_stop_at_start_up(
-    secured: RedisServer, tmp_path: Path, role: str
-) -> None:
-    """A refused password never gets better by retrying: the process exits, naming the variable."""
+def start_up_failure(role: str, redis_url: str, tmp_path: Path) -> str:
+    """Run ``celery worker`` or ``beat`` on ``redis_url``; it must exit non-zero. Its output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAR_DREAM_")}
-    env.update(CAR_DREAM_REDIS_URL=url(secured, ":wrong@"), CAR_DREAM_DATA_DIR=str(tmp_path))
+    env.update(CAR_DREAM_REDIS_URL=redis_url, CAR_DREAM_DATA_DIR=str(tmp_path))
     cmd = [sys.executable, "-m", "celery", "-A", "car_dream", role, "--loglevel", "INFO"]
     if role == "beat":
         cmd += ["--schedule", str(tmp_path / "beat-schedule")]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90, check=False)
     text = done.stdout + done.stderr
     assert done.returncode != 0, text
+    return text
+
+
+@pytest.mark.parametrize("role", ["worker", "beat"])
+def test_worker_and_beat_without_credentials_stop_at_start_up(
+    secured: RedisServer, tmp_path: Path, role: str
+) -> None:
+    """A refused password never gets better by retrying: the process exits, naming the variable."""
+    text = start_up_failure(role, url(secured, ":wrong@"), tmp_path)
     assert "CAR_DREAM_REDIS_URL" in text and "refused the credentials" in text, text
     assert ":***@" in text
     Spy.clean(text)
@@ -287,14 +293,7 @@ def test_worker_and_beat_stop_at_start_up_on_an_untrusted_certificate(
     the variable (retrying would never help), and no plain-text fallback is tried."""
     server, _ = tls_server
     bad = f"rediss://:{PASSWORD}@127.0.0.1:{server.tls_port}/0"  # type: ignore[attr-defined]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAR_DREAM_")}
-    env.update(CAR_DREAM_REDIS_URL=bad, CAR_DREAM_DATA_DIR=str(tmp_path))
-    cmd = [sys.executable, "-m", "celery", "-A", "car_dream", role, "--loglevel", "INFO"]
-    if role == "beat":
-        cmd += ["--schedule", str(tmp_path / "beat-schedule")]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90, check=False)
-    text = done.stdout + done.stderr
-    assert done.returncode != 0, text
+    text = start_up_failure(role, bad, tmp_path)
     assert "CAR_DREAM_REDIS_URL" in text and "certificate" in text and "ssl_ca_certs" in text
     assert ":***@" in text
     Spy.clean(text)

@@ -75,10 +75,11 @@ def embed(store: MemoryStore, node_id: str, model: str = "m1") -> np.ndarray:
     vec = np.arange(4, dtype=np.float32) + 0.5
     store.client.set(store.keys.lock, "running:tok")
     try:
-        reply = store.scripts.store_embeddings(
+        reply = store.scripts.store_vectors(
             keys=[store.keys.lock],
-            args=[store.keys.prefix, "tok", model, node_id, str(node.rev), vec.tobytes()],
-        )
+            args=[store.keys.prefix, "tok", model, vec.nbytes, node_id, str(node.rev),
+                  vec.tobytes(), ""],
+        )  # fmt: skip
     finally:
         store.client.delete(store.keys.lock)
     assert reply[0] == b"ok" and int(reply[1]) == 1
@@ -517,15 +518,16 @@ def test_stats_coverage_counts_embedded_nodes(fake_store: MemoryStore) -> None:
 
 
 def test_embedding_of_a_rewritten_node_is_not_stored(fake_store: MemoryStore) -> None:
-    """STORE_EMBEDDINGS skips a node whose revision moved since it was read."""
+    """STORE_VECTORS skips a node whose revision moved since it was read."""
     s = fake_store
     s.ingest_fact("f", "s", "one", timestamp=T0)
     node = s.get("f")
     assert node is not None
     s.ingest_fact("f", "s", "two", timestamp=T0)
     s.client.set(s.keys.lock, "running:tok")
-    reply = s.scripts.store_embeddings(
-        keys=[s.keys.lock], args=[s.keys.prefix, "tok", "m1", "f", str(node.rev), b"\0" * 16]
+    reply = s.scripts.store_vectors(
+        keys=[s.keys.lock],
+        args=[s.keys.prefix, "tok", "m1", 16, "f", str(node.rev), b"\0" * 16, ""],
     )
     assert int(reply[1]) == 0
     assert s.embedding("f") is None and "f" in members(s, s.keys.unembedded)
