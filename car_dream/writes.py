@@ -265,6 +265,6 @@ class WriteBatch(_Writes[None]):
                 out.append(check_reply(node_id, reply))
             except CarDreamError as exc:
                 out.append(exc)
-        if any(r is True or r is False for r in out):
+        if any(isinstance(r, bool) for r in out):  # something was written
             self.store._register()
         return out
