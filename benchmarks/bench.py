@@ -334,52 +334,35 @@ class Probe:
 PROBE = Probe()
 
 
-def install_probes() -> None:
-    import importlib
+class ProbedStep:
+    """A step of the pass whose round trips (its ``due`` test included) are counted; its
+    time is the report's ``step_ms``. Passed to ``run_pass(steps=...)``: nothing patched."""
 
-    from car_dream.store import MemoryStore
+    def __init__(self, step: Any) -> None:
+        self.step, self.name = step, step.name
 
-    cmod = importlib.import_module("car_dream.consolidate")  # the package exports the task
+    def _counted(self, fn: Callable[[Any], Any], ctx: Any) -> Any:
+        r0 = RoundTrips.n
+        try:
+            return fn(ctx)
+        finally:
+            PROBE.add(self.name, 0.0, RoundTrips.n - r0)
 
-    def wrap(cls: Any, attr: str, name: Callable[..., str]) -> None:
-        orig = getattr(cls, attr)
+    def due(self, ctx: Any) -> bool:
+        return bool(self._counted(self.step.due, ctx))
 
-        def wrapper(self: Any, *a: Any, **k: Any) -> Any:
-            t0, r0 = time.perf_counter(), RoundTrips.n
-            try:
-                return orig(self, *a, **k)
-            finally:
-                PROBE.add(name(self, *a), time.perf_counter() - t0, RoundTrips.n - r0)
-
-        setattr(cls, attr, wrapper)
-
-    def drain_name(p: Any, script: Any, *_: Any) -> str:
-        s = p.scripts
-        return {
-            id(s.prune): "3 prune",
-            id(s.invalidate): "4 invalidate",
-            id(s.collect): "5 collect",
-        }[id(script)]
-
-    P = cmod._Pass
-    wrap(P, "ingest_trajectories", lambda *_: "1 trajectories")
-    wrap(P, "ingest_profiles", lambda *_: "2 profiles")
-    wrap(P, "drain", drain_name)
-    wrap(P, "embed_missing", lambda *_: "6 embed")
-    wrap(MemoryStore, "stats", lambda *_: "7 stats")
-    wrap(P, "persist_embeddings", lambda *_: "8 embeddings file")
+    def run(self, ctx: Any) -> None:
+        self._counted(self.step.run, ctx)
 
 
-STEPS = [
-    "1 trajectories",
-    "2 profiles",
-    "3 prune",
-    "4 invalidate",
-    "5 collect",
-    "6 embed",
-    "7 stats",
-    "8 embeddings file",
-]
+def probed_steps() -> tuple[ProbedStep, ...]:
+    from car_dream.steps import STEPS as PIPELINE
+
+    return tuple(ProbedStep(step) for step in PIPELINE)
+
+
+# The first step that asks for the index sizes (prune) pays their one round trip.
+STEPS = ["trajectories", "profiles", "prune", "invalidate", "collect", "embed", "stats", "export"]
 
 
 # -- memory ----------------------------------------------------------------------------
@@ -455,6 +438,7 @@ class Bench:
         self.rows: list[dict[str, Any]] = []
         self.extra: dict[str, Any] = {}
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.steps = probed_steps()
         from car_dream.config import load_config
 
         self.config = load_config(interval_secs=3600, redis_url=server.url, max_trailing=0)
@@ -476,7 +460,9 @@ class Bench:
         from car_dream.consolidate import run_pass
 
         PROBE.reset()
-        report = run_pass(store, config, force=True)
+        report = run_pass(store, config, force=True, steps=self.steps)
+        for name, ms in report.step_ms.items():
+            PROBE.add(name, ms / 1000, 0)
         if report.status != "completed":
             raise RuntimeError(f"pass over {store.namespace}: {report.status} {report.reason}")
         return report
@@ -706,7 +692,7 @@ class Bench:
             bulk_ingest(store, envs())
             report = self.run_pass(store, self.cfg())
             assert report.expired_pruned == n, report
-            passes.append(PROBE.seconds("3 prune"))
+            passes.append(PROBE.seconds("prune"))
             drop_namespace(self.client, store.namespace)
             store = self.store(f"prune-floor-{rep}")
             bulk_ingest(store, envs())
@@ -752,7 +738,7 @@ class Bench:
             report = self.run_pass(store, self.cfg())
             assert report.superseded_gc == nf + nc, report
             assert report.conclusions_invalidated == nc, report
-            passes.append(PROBE.seconds("4 invalidate", "5 collect"))
+            passes.append(PROBE.seconds("invalidate", "collect"))
             drop_namespace(self.client, store.namespace)
             store = self.store(f"gc-floor-{rep}")
             bulk_ingest(store, rows())
@@ -793,7 +779,7 @@ class Bench:
             server_cpu.append(redis_cpu(self.client) - cpu0)
             client_cpu.append(time.process_time() - own0)
             assert report.nodes_embedded == n, report
-            passes.append(PROBE.seconds("6 embed"))
+            passes.append(PROBE.seconds("embed"))
             drop_namespace(self.client, store.namespace)
         minimal = self.minimal_vector_write(emb, texts, b)
         per_vector = median(server_cpu) / n * 1e6
@@ -858,7 +844,7 @@ class Bench:
             store = self.store(f"traj-{rep}")
             report = self.run_pass(store, self.cfg(trajectory_dir=d))
             assert report.trajectory_insights > 0 and report.skipped_records == 0, report
-            passes.append(PROBE.seconds("1 trajectories"))
+            passes.append(PROBE.seconds("trajectories"))
             drop_namespace(self.client, store.namespace)
         growth = {}
         for label, directory in (("one file", small), ("all files", d)):
@@ -949,7 +935,7 @@ class Bench:
             store, (("environment", f"x{i}", content(i), None, [], past) for i in range(npr))
         )
         bulk_ingest(store, facts("new", nem))
-        before = store.stats()["total_nodes"]
+        before = store.index_sizes().total_nodes
         path = self.tmp / "worker-embeddings.npz"
         proc = self.start_worker("memory", self.worker_env(embeddings_path=path))
         self.wait_workers(["memory"])
@@ -1227,7 +1213,6 @@ def main(argv: list[str] | None = None) -> int:
                 "CAR_DREAM_DATA_DIR": str(tmp / "data"),
             }
         )
-        install_probes()
         bench = Bench(mode, tmp, server)
         log(
             f"car-dream bench ({mode}): redis-server {server.version} on port {server.port}, "

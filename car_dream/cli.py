@@ -328,7 +328,7 @@ def status(env: Env, as_json: bool) -> None:
         },
         "paused": state.paused,
         "schedule": get_schedule(app),
-        "memory": env.store.stats(),
+        "memory": env.store.index_sizes().as_dict(),
         "last_report": last[0].model_dump(mode="json") if last else None,
     }
     if as_json:
@@ -353,7 +353,7 @@ def status(env: Env, as_json: bool) -> None:
         ),
         f"nodes:     {mem['total_nodes']} ({nodes})",
         f"coverage:  {mem['embedding_coverage'] * 100:.1f}% ({mem['unembedded']} unembedded)",
-        f"pending:   {mem['expiry_scheduled']} expiring, {mem['superseded_pending']} superseded, "
+        f"pending:   {mem['expiry_scheduled']} expiring, {mem['collectable']} superseded, "
         f"{mem['conclusions_to_check']} conclusions to check",
         f"last:      {format_report(last[0]) if last else 'no pass yet'}",
     ]

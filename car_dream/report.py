@@ -7,7 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-__all__ = ["ConsolidationReport", "PassStatus"]
+from .config import mask_url
+
+__all__ = ["ConsolidationReport", "PassStatus", "failure_reason"]
 
 PassStatus = Literal["completed", "skipped", "cancelled", "lost_lock", "failed"]
 
@@ -33,6 +35,7 @@ class ConsolidationReport(BaseModel):
     started_at: datetime
     finished_at: datetime | None = None
     duration_ms: float = 0.0
+    step_ms: dict[str, float] = Field(default_factory=dict)  # each step that ran, in order
 
     @property
     def did_work(self) -> bool:
@@ -51,3 +54,10 @@ class ConsolidationReport(BaseModel):
             self.warnings.append(message)
         elif len(self.warnings) == 50:
             self.warnings.append("further warnings omitted")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """``exc`` as a one-line reason for a report or a log, any URL's password masked
+    (connection errors can quote the URL)."""
+    text = f"{exc.__class__.__name__}: {exc}"
+    return " ".join(mask_url(w) or w if "://" in w else w for w in text.split(" "))

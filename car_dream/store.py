@@ -8,49 +8,31 @@ pass find expired, superseded and unembedded nodes without scanning the store.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from .errors import ConfigError
 from .keys import NAMESPACES_KEY, Keys, validate_node_id
+from .node import IndexSizes, Node, coverage, text
 from .report import ConsolidationReport
 from .scripts import Scripts
 from .writes import KINDS, NodeKind, WriteBatch, _Call, _Writes, check_reply, to_epoch
 
-__all__ = ["KINDS", "MemoryStore", "Node", "NodeKind", "WriteBatch", "to_epoch"]
+__all__ = [
+    "KINDS",
+    "IndexSizes",
+    "MemoryStore",
+    "Node",
+    "NodeKind",
+    "WriteBatch",
+    "coverage",
+    "to_epoch",
+]
 
 REPORTS_KEPT = 100
-
-
-class Node(BaseModel):
-    """A node as read back from Redis."""
-
-    id: str
-    kind: NodeKind
-    content: str
-    subject: str | None = None
-    source: str | None = None
-    provenance: str | None = None
-    scope: str | None = None
-    timestamp: float | None = None
-    tags: list[str] = Field(default_factory=list)
-    pinned: bool = False
-    observed_at: float | None = None
-    expires_at: float | None = None
-    premises: list[str] = Field(default_factory=list)
-    supersedes: str | None = None
-    superseded: bool = False
-    superseded_by: str | None = None
-    invalidated: str | None = None
-    embedding_model: str | None = None
-    rev: int = 0
-
-
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode()
 
 
 class MemoryStore(_Writes[bool]):
@@ -95,7 +77,7 @@ class MemoryStore(_Writes[bool]):
     def get(self, node_id: str) -> Node | None:
         validate_node_id(node_id)
         raw = self.client.hgetall(self.keys.node(node_id))
-        return self._node(node_id, raw) if raw else None
+        return Node.from_hash(node_id, raw) if raw else None
 
     def embedding(self, node_id: str) -> tuple[str, np.ndarray] | None:
         """The stored vector and its model id, or None."""
@@ -135,38 +117,9 @@ class MemoryStore(_Writes[bool]):
             pipe.hgetall(self.keys.node(node_id))
         for node_id, raw in zip(ids, pipe.execute(), strict=True):
             if raw:
-                yield self._node(node_id, raw)
+                yield Node.from_hash(node_id, raw)
 
-    @staticmethod
-    def _node(node_id: str, raw: dict[bytes, bytes]) -> Node:
-        f = {k.decode(): v for k, v in raw.items() if k != b"emb"}
-
-        def num(name: str) -> float | None:
-            return float(f[name]) if name in f else None
-
-        return Node(
-            id=node_id,
-            kind=f["kind"].decode(),  # type: ignore[arg-type]
-            content=f["content"].decode(),
-            subject=_text(f.get("subject")),
-            source=_text(f.get("source")),
-            provenance=_text(f.get("provenance")),
-            scope=_text(f.get("scope")),
-            timestamp=num("timestamp"),
-            tags=json.loads(f["tags"]) if "tags" in f else [],
-            pinned=f.get("pinned") == b"1",
-            observed_at=num("observed_at"),
-            expires_at=num("expires_at"),
-            premises=json.loads(f["premises"]) if "premises" in f else [],
-            supersedes=_text(f.get("supersedes")),
-            superseded="superseded_by" in f,
-            superseded_by=_text(f.get("superseded_by")) or None,
-            invalidated=_text(f.get("invalidated")),
-            embedding_model=_text(f.get("emb_model")),
-            rev=int(f.get("rev", b"0")),
-        )
-
-    def stats(self, due: float | None = None) -> dict[str, Any]:
+    def index_sizes(self, due: float | None = None) -> IndexSizes:
         """Node counts and the size of each work index (one round trip).
 
         With ``due`` (epoch seconds) it also counts ``expiry_due``: nodes expired by then.
@@ -183,20 +136,73 @@ class MemoryStore(_Writes[bool]):
         if due is not None:
             pipe.zcount(k.expiry, "-inf", repr(due))
         replies = pipe.execute()
-        *counts, expiry, gc, inval, unemb, model = replies[: len(KINDS) + 5]
-        extra = {} if due is None else {"expiry_due": int(replies[-1])}
-        total = int(sum(counts))
-        return {
-            **extra,
-            "nodes": dict(zip(KINDS, map(int, counts), strict=True)),
-            "total_nodes": total,
-            "expiry_scheduled": int(expiry),
-            "superseded_pending": int(gc),
-            "conclusions_to_check": int(inval),
-            "unembedded": int(unemb),
-            "embedding_model": _text(model),
-            "embedding_coverage": coverage(total, int(unemb)),
-        }
+        *counts, expiry, collectable, inval, unemb, model = replies[: len(KINDS) + 5]
+        return IndexSizes(
+            nodes=dict(zip(KINDS, map(int, counts), strict=True)),
+            expiry_scheduled=int(expiry),
+            collectable=int(collectable),
+            conclusions_to_check=int(inval),
+            unembedded=int(unemb),
+            embedding_model=text(model),
+            expiry_due=0 if due is None else int(replies[-1]),
+        )
+
+    # -- what a pass reads ---------------------------------------------------------
+
+    def trajectory_offsets(self) -> dict[str, int]:
+        """Trajectory file name -> bytes already consumed."""
+        raw = self.client.hgetall(self.keys.traj_offsets)
+        return {f.decode(): int(v) for f, v in raw.items()}
+
+    def trajectory_counts(self, key: str, names: Sequence[str]) -> list[Counter[str]]:
+        """The running outcome counts of tools or sources (``key``: traj_tools/traj_sources)."""
+        if not names:
+            return []
+        return [_counts(raw) for raw in self.client.hmget(key, list(names))]
+
+    def dirty_insights(self) -> list[str]:
+        """Insight subjects (``tool:x``, ``source:y``) whose fact is not yet rewritten."""
+        return sorted(m.decode() for m in self.client.smembers(self.keys.insight_dirty))
+
+    def insight_counts(
+        self, tools: Sequence[str], sources: Sequence[str]
+    ) -> tuple[list[Counter[str]], list[Counter[str]]]:
+        """The running counts of ``tools`` and ``sources`` in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(self.keys.traj_tools, list(tools) or ["-"])
+        pipe.hmget(self.keys.traj_sources, list(sources) or ["-"])
+        tool_raw, source_raw = pipe.execute()
+        return [_counts(r) for r in tool_raw[: len(tools)]], [
+            _counts(r) for r in source_raw[: len(sources)]
+        ]
+
+    def profile_digests(self, model_ids: Sequence[str]) -> list[str | None]:
+        """The digest of the profile last turned into a fact, per model id."""
+        return [text(d) for d in self.client.hmget(self.keys.profile_digests, list(model_ids))]
+
+    def unembedded_page(self, cursor: str, count: int) -> tuple[str, list[list[Any]]]:
+        """One SSCAN page of the unembedded index: ``(next cursor, [[id, content, rev]])``
+        (content and rev false for a vanished node)."""
+        reply = self.scripts.fetch_unembedded(
+            keys=[self.keys.unembedded], args=[self.keys.prefix, cursor, count]
+        )
+        nxt, page = json.loads(reply)
+        return str(nxt), page
+
+    def embedding_version(self) -> str:
+        """Bumped whenever any stored embedding changes or goes."""
+        return (self.client.hget(self.keys.meta, "emb_version") or b"0").decode()
+
+    def vectors(self, ids: Sequence[str], model: str) -> Iterator[tuple[str, bytes]]:
+        """``(id, vector bytes)`` of those ``ids`` embedded with ``model`` (one round trip)."""
+        if not ids:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for node_id in ids:
+            pipe.hmget(self.keys.node(node_id), ["emb_model", "emb"])
+        for node_id, (m, blob) in zip(ids, pipe.execute(), strict=True):
+            if m is not None and blob is not None and m.decode() == model:
+                yield node_id, blob
 
     # -- reports -----------------------------------------------------------------
 
@@ -221,8 +227,5 @@ class MemoryStore(_Writes[bool]):
         return [ConsolidationReport.model_validate_json(r) for r in raw]
 
 
-def coverage(total: int, unembedded: int) -> float:
-    """Share of nodes with a current embedding; 1.0 for an empty store."""
-    if total <= 0:
-        return 1.0
-    return max(0.0, min(1.0, (total - unembedded) / total))
+def _counts(raw: bytes | None) -> Counter[str]:
+    return Counter(json.loads(raw)) if raw else Counter()

@@ -335,11 +335,13 @@ def test_pass_on_fake_and_real_redis_agree(
         store.ingest_environment("e", "gone", expires_at=NOW - 5)
         store.ingest_conclusion("c", "derived", premises=["f1"])
         r = force_pass(store, config)
-        reports.append(
-            r.model_dump(exclude={"started_at", "finished_at", "duration_ms", "namespace"})
-        )
+        timing = {"started_at", "finished_at", "duration_ms", "namespace"}
+        reports.append({**r.model_dump(exclude=timing), "step_ms": list(r.step_ms)})
     assert reports[0] == reports[1]
     assert reports[0]["expired_pruned"] == 1 and reports[0]["superseded_gc"] == 2
+    # Every step was due, and each one's time is in the report in the order it ran.
+    ran = ["trajectories", "prune", "invalidate", "collect", "embed", "stats"]
+    assert reports[0]["step_ms"] == ran
 
 
 def test_every_report_is_kept(store: MemoryStore, config: DreamConfig) -> None:

@@ -159,7 +159,7 @@ def test_ingest_conclusion_records_premises_and_dependents(store: MemoryStore) -
     assert members(store, store.keys.invalidate) == set()
 
 
-def test_counts_ids_iter_nodes_and_stats(store: MemoryStore) -> None:
+def test_counts_ids_iter_nodes_and_index_sizes(store: MemoryStore) -> None:
     seed(store)
     assert store.count() == 5
     assert store.count("fact") == 3
@@ -171,14 +171,15 @@ def test_counts_ids_iter_nodes_and_stats(store: MemoryStore) -> None:
         ("base", "fact"), ("old", "fact"), ("new", "fact"),
         ("env", "environment"), ("c1", "conclusion"),
     }  # fmt: skip
-    stats = store.stats()
-    assert stats["nodes"] == {"fact": 3, "environment": 1, "conclusion": 1}
-    assert stats["total_nodes"] == 5
-    assert stats["expiry_scheduled"] == 1
-    assert stats["superseded_pending"] == 1
-    assert stats["conclusions_to_check"] == 0
-    assert stats["unembedded"] == 5
-    assert stats["embedding_coverage"] == 0.0
+    sizes = store.index_sizes()
+    assert sizes.nodes == {"fact": 3, "environment": 1, "conclusion": 1}
+    assert sizes.total_nodes == 5
+    assert sizes.expiry_scheduled == 1
+    assert sizes.collectable == 1
+    assert sizes.conclusions_to_check == 0
+    assert sizes.unembedded == 5
+    assert sizes.embedding_coverage == 0.0
+    assert sizes.as_dict()["total_nodes"] == 5
 
 
 def test_get_unknown_is_none(store: MemoryStore) -> None:
@@ -391,8 +392,9 @@ def test_two_namespaces_never_see_each_other(store: MemoryStore) -> None:
         assert store.get("only-b") is None and other.get("only-a") is None
         assert store.count() == 2 and other.count() == 2
         assert set(store.ids("fact")) == {"same"}
-        assert store.stats()["superseded_pending"] == 0
-        assert store.stats()["expiry_scheduled"] == 1 and other.stats()["expiry_scheduled"] == 0
+        assert store.index_sizes().collectable == 0
+        assert store.index_sizes().expiry_scheduled == 1
+        assert other.index_sizes().expiry_scheduled == 0
         # A premise of the other namespace does not exist here.
         with pytest.raises(UnknownNodeError):
             store.ingest_conclusion("c", "x", premises=["only-b"])
@@ -502,19 +504,19 @@ def test_rewriting_a_conclusion_moves_its_dependency_edges(fake_store: MemorySto
     assert members(s, s.keys.invalidate) == set()
 
 
-def test_stats_on_an_empty_store(fake_store: MemoryStore) -> None:
-    stats = fake_store.stats()
-    assert stats["total_nodes"] == 0 and stats["embedding_coverage"] == 1.0
-    assert stats["nodes"] == {"fact": 0, "environment": 0, "conclusion": 0}
-    assert stats["embedding_model"] is None
+def test_index_sizes_of_an_empty_store(fake_store: MemoryStore) -> None:
+    sizes = fake_store.index_sizes()
+    assert sizes.total_nodes == 0 and sizes.embedding_coverage == 1.0
+    assert sizes.nodes == {"fact": 0, "environment": 0, "conclusion": 0}
+    assert sizes.embedding_model is None
 
 
-def test_stats_coverage_counts_embedded_nodes(fake_store: MemoryStore) -> None:
+def test_coverage_counts_embedded_nodes(fake_store: MemoryStore) -> None:
     fake_store.ingest_fact("a", "s", "x", timestamp=T0)
     fake_store.ingest_fact("b", "s", "y", timestamp=T0)
     embed(fake_store, "a")
-    stats = fake_store.stats()
-    assert stats["unembedded"] == 1 and stats["embedding_coverage"] == 0.5
+    sizes = fake_store.index_sizes()
+    assert sizes.unembedded == 1 and sizes.embedding_coverage == 0.5
 
 
 def test_embedding_of_a_rewritten_node_is_not_stored(fake_store: MemoryStore) -> None:

@@ -1,0 +1,41 @@
+"""Write the embeddings file (``CAR_DREAM_EMBEDDINGS_PATH``) when an embedding changed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ..export import persisted_version, write_npz
+from ..pipeline import PassContext
+from ..report import failure_reason
+from ..writes import KINDS
+
+
+class Export:
+    name = "export"
+
+    def due(self, ctx: PassContext) -> bool:
+        return ctx.config.embeddings_path is not None
+
+    def run(self, ctx: PassContext) -> None:
+        path = ctx.config.embeddings_path
+        assert path is not None
+        try:
+            version = ctx.store.embedding_version()
+            if persisted_version(path) == version:
+                return
+            model = ctx.embedder.model_id
+            write_npz(path, current_vectors(ctx, model), model, version, ctx.batch_size)
+        except Exception as exc:
+            ctx.report.warn(f"embeddings not persisted to {path}: {failure_reason(exc)}")
+
+
+def current_vectors(ctx: PassContext, model: str) -> Iterator[tuple[str, bytes]]:
+    """Every node's vector of ``model``, read in pipelined batches."""
+    for kind in KINDS:
+        chunk: list[str] = []
+        for node_id in ctx.store.ids(kind, ctx.batch_size):
+            chunk.append(node_id)
+            if len(chunk) >= ctx.batch_size:
+                yield from ctx.store.vectors(chunk, model)
+                chunk = []
+        yield from ctx.store.vectors(chunk, model)

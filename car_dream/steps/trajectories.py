@@ -1,0 +1,117 @@
+"""Trajectories -> one insight fact per tool and per source, rewritten as counts change.
+
+Records are read from ``CAR_DREAM_TRAJECTORY_DIR`` past each file's watermark. Each batch
+is one fenced write of the new absolute counts and the watermark, sent by a writer thread
+in order while the next batch is parsed; insights are then written from the "dirty" set,
+which survives a crash between the two.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from ..pipeline import PassContext
+from ..trajectory import Batch, read_batches, slot_id, source_insight, tool_insight
+
+# Running counts kept in memory during a pass (tools plus sources).
+COUNTS_CACHED = 10_000
+
+Counts = dict[str, dict[str, Counter[str]]]  # key (traj_tools/traj_sources) -> name -> counts
+
+
+class Trajectories:
+    name = "trajectories"
+
+    def due(self, ctx: PassContext) -> bool:
+        return ctx.config.trajectory_dir is not None
+
+    def run(self, ctx: PassContext) -> None:
+        """The counts are read from Redis once per tool or source and then kept here (only
+        a pass holding this namespace's lock writes them)."""
+        assert ctx.config.trajectory_dir is not None
+        k = ctx.store.keys
+        offsets = ctx.store.trajectory_offsets()
+        counts: Counts = {k.traj_tools: {}, k.traj_sources: {}}
+        pending: Future[int] | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="car-dream-traj") as writer:
+            try:
+                for item in read_batches(ctx.config.trajectory_dir, offsets, ctx.batch_size):
+                    if isinstance(item, str):
+                        ctx.report.warn(item)
+                        continue
+                    ctx.checkpoint()
+                    if sum(map(len, counts.values())) > COUNTS_CACHED:
+                        if pending is not None:  # what it writes is read again afterwards
+                            pending.result()
+                            pending = None
+                        for cached in counts.values():
+                            cached.clear()
+                    payload = batch_payload(ctx, item, counts)
+                    if pending is not None:
+                        pending.result()
+                    pending = writer.submit(apply_insights, ctx, payload)
+            finally:
+                if pending is not None:
+                    pending.result()
+        ctx.report.trajectory_insights += write_dirty_insights(ctx)
+
+
+def apply_insights(ctx: PassContext, payload: dict[str, Any]) -> int:
+    """One fenced APPLY_INSIGHTS write; the number of insight facts it wrote."""
+    script = ctx.store.scripts.apply_insights
+    return int(ctx.fenced(script, repr(ctx.clock()), json.dumps(payload))[1])
+
+
+def insight_fact(slot: str, base: str, content: str) -> dict[str, Any]:
+    """An insight fact for APPLY_INSIGHTS; it supersedes the slot's previous fact."""
+    return {
+        "slot": slot,
+        "base": base,
+        "subject": slot,
+        "content": content,
+        "tags": ["car-dream", "insight", slot.split(":", 1)[0]],
+    }
+
+
+def batch_payload(ctx: PassContext, batch: Batch, counts: Counts) -> dict[str, Any]:
+    """The APPLY_INSIGHTS payload of one batch: new absolute counts, watermark, dirty."""
+    k = ctx.store.keys
+    for problem in batch.skipped:
+        ctx.report.warn(problem, skipped=1)
+    hset: dict[str, dict[str, Any]] = {k.traj_offsets: {batch.file: batch.end_offset}}
+    for key, tally in ((k.traj_tools, batch.tally.tools), (k.traj_sources, batch.tally.sources)):
+        known = counts[key]
+        unknown = [name for name in tally if name not in known]
+        known.update(zip(unknown, ctx.store.trajectory_counts(key, unknown), strict=True))
+        if tally:
+            for name, delta in tally.items():
+                known[name].update(delta)
+            hset[key] = {name: json.dumps(dict(known[name])) for name in tally}
+    dirty = [f"tool:{t}" for t in batch.tally.tools]
+    dirty += [f"source:{s}" for s in batch.tally.sources]
+    return {"hset": hset, "sadd": {k.insight_dirty: dirty} if dirty else {}}
+
+
+def write_dirty_insights(ctx: PassContext) -> int:
+    """One fact per tool and source whose counts changed, superseding the last one."""
+    written = 0
+    dirty = ctx.store.dirty_insights()
+    for i in range(0, len(dirty), ctx.batch_size):
+        chunk = dirty[i : i + ctx.batch_size]
+        tools = [s.removeprefix("tool:") for s in chunk if s.startswith("tool:")]
+        sources = [s.removeprefix("source:") for s in chunk if s.startswith("source:")]
+        tool_counts, source_counts = ctx.store.insight_counts(tools, sources)
+        facts = [
+            insight_fact(f"tool:{t}", slot_id("tool", t), tool_insight(t, c))
+            for t, c in zip(tools, tool_counts, strict=True)
+        ] + [
+            insight_fact(f"source:{s}", slot_id("source", s), source_insight(s, c))
+            for s, c in zip(sources, source_counts, strict=True)
+        ]
+        written += apply_insights(
+            ctx, {"facts": facts, "srem": {ctx.store.keys.insight_dirty: chunk}}
+        )
+    return written
