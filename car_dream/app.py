@@ -29,7 +29,6 @@ __all__ = [
     "dream_config",
     "get_redis",
     "memory_client",
-    "redis_url",
 ]
 
 log = logging.getLogger(__name__)
@@ -147,12 +146,6 @@ def dream_config(celery_app: Celery | None = None) -> DreamConfig:
             config = load_config()
             setattr(target, _CONFIG_ATTR, config)
     return config
-
-
-def redis_url(celery_app: Celery | None = None) -> str:
-    """The resolved Redis URL (configuring the app if needed)."""
-    target = celery_app or app
-    return str(target.conf.car_dream_redis_url)
 
 
 def memory_client(url: str, **options: Any) -> Any:

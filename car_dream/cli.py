@@ -441,7 +441,7 @@ def ingest_line(store: Any, raw: str) -> None:
     method = getattr(store, f"ingest_{kind}")
     try:
         method(**obj)
-    except TypeError as exc:  # unknown or missing arguments: "_Writes.ingest_fact() got ..."
+    except TypeError as exc:  # unknown or missing arguments: "Writes.ingest_fact() got ..."
         raise ValueError(str(exc).split(".", 1)[-1]) from None
 
 

@@ -29,6 +29,8 @@ SUFFIX = {
     "unembedded": "idx:unembedded",
     "meta": "meta",
     "cancel": "cancel",
+    # Hash: insight subject (``tool:x``, ``source:y``, ``model:z``) -> current fact id.
+    # Only the APPLY_INSIGHTS script reads and writes it.
     "insights": "insights",
 }
 
@@ -143,11 +145,6 @@ class Keys:
     def traj_sources(self) -> str:
         """Hash: ``<source>|<outcome>`` -> count."""
         return f"{self.prefix}traj:sources"
-
-    @property
-    def insight_ids(self) -> str:
-        """Hash: insight subject (``tool:x``, ``source:y``, ``model:z``) -> current fact id."""
-        return self.prefix + SUFFIX["insights"]
 
     @property
     def profile_digests(self) -> str:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from .writes import NodeKind
+__all__ = ["KINDS", "IndexSizes", "Node", "NodeKind", "coverage", "text"]
 
-__all__ = ["IndexSizes", "Node", "coverage", "text"]
+NodeKind = Literal["fact", "environment", "conclusion"]
+KINDS: tuple[NodeKind, ...] = ("fact", "environment", "conclusion")
 
 
 def text(value: bytes | None) -> str | None:

@@ -10,15 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .trajectory import ensure_encodable
+from .trajectory import ensure_encodable, reject_constant
 
 __all__ = ["load_profiles", "profile_digest", "profile_insight"]
 
 MAX_SUMMARY = 2000
-
-
-def _no_constants(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def load_profiles(path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
@@ -34,7 +30,7 @@ def load_profiles(path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
     except OSError as exc:
         return {}, [f"profiles {path.name}: {exc.strerror or exc}"]
     try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+        data = json.loads(raw.decode("utf-8"), parse_constant=reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         return {}, [f"profiles {path.name}: not valid JSON ({exc.__class__.__name__})"]
     if not isinstance(data, list):

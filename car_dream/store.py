@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from .connection import is_cluster
 from .errors import ConfigError
 from .keys import NAMESPACES_KEY, Keys, validate_node_id
-from .node import IndexSizes, Node, coverage, text
+from .node import KINDS, IndexSizes, Node, NodeKind, coverage, text
 from .report import ConsolidationReport
 from .scripts import Scripts
-from .writes import KINDS, NodeKind, WriteBatch, _Call, _Writes, check_reply, to_epoch
+from .writes import WriteBatch, WriteCall, Writes, check_reply, to_epoch
 
 __all__ = [
     "KINDS",
@@ -35,7 +36,7 @@ __all__ = [
 REPORTS_KEPT = 100
 
 
-class MemoryStore(_Writes[bool]):
+class MemoryStore(Writes[bool]):
     """One namespace of agent memory in Redis. The client must return bytes.
 
     Each ``ingest_*`` call is one atomic script and returns True if the node is new;
@@ -54,16 +55,17 @@ class MemoryStore(_Writes[bool]):
 
     def batch(self) -> WriteBatch:
         """A :class:`WriteBatch` on this store: validate now, send all at once."""
-        return WriteBatch(self)
+        return WriteBatch(self.client, self.keys, self.register)
 
-    def _write(self, call: _Call) -> bool:
+    def _write(self, call: WriteCall) -> bool:
         node_id, keys, args = call
         created = check_reply(node_id, self.scripts.ingest(keys=keys, args=args))
-        self._register()
+        self.register()
         return created
 
-    def _register(self) -> None:
-        if not self._registered:  # once per store object: a namespace registers on first write
+    def register(self) -> None:
+        """Add the namespace to the set the dispatcher reads (once per store object)."""
+        if not self._registered:
             self.client.sadd(NAMESPACES_KEY, self.namespace)
             self._registered = True
 
@@ -209,7 +211,7 @@ class MemoryStore(_Writes[bool]):
     def record_report(self, report: ConsolidationReport) -> None:
         """Keep the report in the capped list and publish it to live watchers."""
         data = report.model_dump_json()
-        cluster = hasattr(self.client, "get_node_from_key")  # redis-py's RedisCluster
+        cluster = is_cluster(self.client)
         pipe = self.client.pipeline(transaction=True)
         pipe.lpush(self.keys.reports, data)
         pipe.ltrim(self.keys.reports, 0, REPORTS_KEPT - 1)

@@ -1,11 +1,10 @@
-"""Trajectory records (car-memgine's JSONL) and the insights they give.
+"""Trajectory records (car-memgine's JSONL): parsing, counting, a streaming reader.
 
 Pure functions and a streaming reader; nothing here talks to Redis.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -27,10 +26,7 @@ __all__ = [
     "parse_counts",
     "parse_line",
     "read_batches",
-    "slot_id",
-    "source_insight",
-    "tally",
-    "tool_insight",
+    "reject_constant",
 ]
 
 OUTCOMES = ("success", "failed", "replan_success", "replan_exhausted")
@@ -82,12 +78,13 @@ def ensure_encodable(obj: Any) -> None:
         raise ValueError("contains a lone surrogate (\\udXXX escape)") from None
 
 
-def _no_constants(name: str) -> float:
+def reject_constant(name: str) -> float:
+    """``parse_constant`` for json: NaN and Infinity are not JSON."""
     raise ValueError(f"{name} is not valid JSON")
 
 
 # One decoder: json.loads with a keyword argument would build a new one per line.
-_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+_DECODER = json.JSONDecoder(parse_constant=reject_constant)
 _SCAN = _DECODER.scan_once  # type: ignore[attr-defined]
 _JSON_WS = " \t\n\r"
 
@@ -210,13 +207,6 @@ class Tally:
         return bool(self.tools or self.sources)
 
 
-def tally(records: list[TrajectoryRecord]) -> Tally:
-    t = Tally()
-    for r in records:
-        t.add(r)
-    return t
-
-
 @dataclass
 class Batch:
     """Records read from one file, and the offset to store once they are applied."""
@@ -304,29 +294,3 @@ def _tally_into(into: dict[str, Counter[str]], pairs: list[tuple[str, str]]) -> 
         if c is None:
             c = into[name] = Counter()
         c[result] += n
-
-
-def slot_id(kind: str, name: str) -> str:
-    """Stable, key-safe id stem for the insight about ``name``."""
-    return f"dream.{kind}.{hashlib.sha1(name.encode()).hexdigest()[:16]}"
-
-
-def tool_insight(tool: str, counts: Mapping[str, int]) -> str:
-    ok, bad = int(counts.get("success", 0)), int(counts.get("failure", 0))
-    total = ok + bad
-    rate = 100.0 * ok / total if total else 0.0
-    return (
-        f"Tool '{tool}' succeeded in {ok} of {total} recorded actions "
-        f"({rate:.1f}% success, {bad} failed)."
-    )
-
-
-def source_insight(source: str, counts: Mapping[str, int]) -> str:
-    total = sum(int(v) for v in counts.values())
-    parts = ", ".join(f"{o} {int(counts.get(o, 0))}" for o in OUTCOMES)
-    ok = int(counts.get("success", 0)) + int(counts.get("replan_success", 0))
-    rate = 100.0 * ok / total if total else 0.0
-    return (
-        f"Proposals from '{source}' ended: {parts} "
-        f"({total} in all, {rate:.1f}% reached their goal)."
-    )

@@ -9,22 +9,29 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .connection import is_cluster
 from .errors import CarDreamError, InvalidInputError, SupersededNodeError, UnknownNodeError
 from .keys import Keys, validate_node_id
+from .node import KINDS, NodeKind, text
+from .scripts import Scripts
 
-if TYPE_CHECKING:
-    from .store import MemoryStore
+__all__ = [
+    "KINDS",
+    "NodeKind",
+    "Timestamp",
+    "WriteBatch",
+    "WriteCall",
+    "Writes",
+    "check_reply",
+    "to_epoch",
+]
 
-__all__ = ["KINDS", "NodeKind", "Timestamp", "WriteBatch", "check_reply", "to_epoch"]
-
-NodeKind = Literal["fact", "environment", "conclusion"]
-KINDS: tuple[NodeKind, ...] = ("fact", "environment", "conclusion")
 MAX_CONTENT = 1_000_000
 
 Timestamp = datetime | float | int
@@ -104,15 +111,11 @@ def _validated(model: type[BaseModel], **data: Any) -> Any:
         raise InvalidInputError(f"{where}: {first['msg']}") from None
 
 
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode()
-
-
 _R = TypeVar("_R")
-_Call = tuple[str, list[str], list[Any]]  # node id, INGEST keys, INGEST args
+WriteCall = tuple[str, list[str], list[Any]]  # node id, INGEST keys, INGEST args
 
 
-class _Writes(Generic[_R]):
+class Writes(Generic[_R]):
     """The ``ingest_*`` methods: validation here, the write itself in ``_write``."""
 
     keys: Keys
@@ -184,7 +187,7 @@ class _Writes(Generic[_R]):
         except (ValueError, OverflowError) as exc:
             raise InvalidInputError(f"{name}: {exc}") from None
 
-    def _write(self, call: _Call) -> _R:
+    def _write(self, call: WriteCall) -> _R:
         raise NotImplementedError
 
     def _call(
@@ -196,7 +199,7 @@ class _Writes(Generic[_R]):
         pinned: bool,
         expires_at: float | None,
         fields: list[str],
-    ) -> _Call:
+    ) -> WriteCall:
         """One write as the node id and the INGEST script's keys and args."""
         now = datetime.now(UTC).timestamp()
         args = [
@@ -209,10 +212,10 @@ class _Writes(Generic[_R]):
 
 def check_reply(node_id: str, reply: list[Any]) -> bool:
     """True if the INGEST reply says the node is new, False if rewritten; else raises."""
-    code = _text(reply[0])
+    code = text(reply[0])
     if code == "ok":
         return bool(int(reply[1]))
-    detail = _text(reply[1])
+    detail = text(reply[1])
     if code == "unknown":
         raise UnknownNodeError(f"node {detail!r} does not exist")
     if code == "superseded":
@@ -224,7 +227,7 @@ def check_reply(node_id: str, reply: list[Any]) -> bool:
     raise InvalidInputError(f"write of {node_id!r} refused: {code} {detail}")
 
 
-class WriteBatch(_Writes[None]):
+class WriteBatch(Writes[None]):
     """Writes to one namespace queued here and sent by :meth:`execute`, in order (a
     conclusion may cite a fact queued before it): one pipeline, so one round trip.
 
@@ -234,15 +237,16 @@ class WriteBatch(_Writes[None]):
     On Redis Cluster (whose pipelines refuse scripts) the writes go one by one.
     """
 
-    def __init__(self, store: MemoryStore) -> None:
-        self.store = store
-        self.keys = store.keys
-        self._queued: list[_Call] = []
+    def __init__(self, client: Any, keys: Keys, on_written: Callable[[], None]) -> None:
+        self.client = client
+        self.keys = keys
+        self._on_written = on_written  # the store registers its namespace
+        self._queued: list[WriteCall] = []
 
     def __len__(self) -> int:
         return len(self._queued)
 
-    def _write(self, call: _Call) -> None:
+    def _write(self, call: WriteCall) -> None:
         self._queued.append(call)
 
     def execute(self) -> list[bool | CarDreamError]:
@@ -251,8 +255,8 @@ class WriteBatch(_Writes[None]):
         queued, self._queued = self._queued, []
         if not queued:
             return []
-        client, ingest = self.store.client, self.store.scripts.ingest
-        if hasattr(client, "get_node_from_key"):  # redis-py's RedisCluster
+        client, ingest = self.client, Scripts.of(self.client).ingest
+        if is_cluster(client):
             replies = [ingest(keys=keys, args=args) for _, keys, args in queued]
         else:
             pipe = client.pipeline(transaction=False)
@@ -266,5 +270,5 @@ class WriteBatch(_Writes[None]):
             except CarDreamError as exc:
                 out.append(exc)
         if any(isinstance(r, bool) for r in out):  # something was written
-            self.store._register()
+            self._on_written()
         return out

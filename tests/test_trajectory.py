@@ -11,17 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from car_dream.insights import slot_id, source_insight, tool_insight
 from car_dream.keys import validate_node_id
 from car_dream.trajectory import (
     OUTCOMES,
     Batch,
+    Tally,
     TrajectoryRecord,
     parse_line,
     read_batches,
-    slot_id,
-    source_insight,
-    tally,
-    tool_insight,
 )
 
 
@@ -211,7 +209,9 @@ def test_tally_counts_tools_and_sources() -> None:
         parse_line(line(events=[], source="planner", outcome="success")),
         parse_line(line(events=ev[:1], source="cron", outcome="replan_exhausted")),
     ]
-    t = tally(records)
+    t = Tally()
+    for r in records:
+        t.add(r)
     assert dict(t.tools["shell"]) == {"success": 3, "failure": 1}
     assert dict(t.tools["http"]) == {"failure": 1}
     assert set(t.tools) == {"shell", "http"}
@@ -221,7 +221,7 @@ def test_tally_counts_tools_and_sources() -> None:
 
 
 def test_empty_tally_is_falsy() -> None:
-    assert not tally([])
+    assert not Tally()
 
 
 # -- read_batches -----------------------------------------------------------------

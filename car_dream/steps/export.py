@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from ..export import persisted_version, write_npz
+from ..node import KINDS
 from ..pipeline import PassContext
 from ..report import failure_reason
-from ..writes import KINDS
 
 
 class Export:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ..insights import slot_id
 from ..pipeline import PassContext
 from ..profiles import load_profiles, profile_digest, profile_insight
-from ..trajectory import slot_id
 from .trajectories import apply_insights, insight_fact
 
 

@@ -13,8 +13,9 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from ..insights import slot_id, source_insight, tool_insight
 from ..pipeline import PassContext
-from ..trajectory import Batch, read_batches, slot_id, source_insight, tool_insight
+from ..trajectory import Batch, read_batches
 
 # Running counts kept in memory during a pass (tools plus sources).
 COUNTS_CACHED = 10_000
