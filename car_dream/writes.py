@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import CarDreamError, InvalidInputError, SupersededNodeError, UnknownNodeError
+from .errors import (
+    CarDreamError,
+    InvalidInputError,
+    SupersededNodeError,
+    UnknownNodeError,
+    shown,
+)
 from .keys import Keys, validate_node_id
 
 if TYPE_CHECKING:
@@ -75,7 +81,7 @@ class FactIn(_NodeIn):
     @model_validator(mode="after")
     def _not_self(self) -> FactIn:
         if self.supersedes == self.id:
-            raise ValueError(f"node {self.id!r} cannot supersede itself")
+            raise ValueError(f"node {shown(self.id)} cannot supersede itself")
         return self
 
 
@@ -214,14 +220,16 @@ def check_reply(node_id: str, reply: list[Any]) -> bool:
         return bool(int(reply[1]))
     detail = _text(reply[1])
     if code == "unknown":
-        raise UnknownNodeError(f"node {detail!r} does not exist")
+        raise UnknownNodeError(f"node {shown(detail)} does not exist")
     if code == "superseded":
-        raise SupersededNodeError(f"node {detail!r} is already superseded")
+        raise SupersededNodeError(f"node {shown(detail)} is already superseded")
     if code == "kind":
-        raise InvalidInputError(f"node {node_id!r} already exists as a {detail}")
+        raise InvalidInputError(f"node {shown(node_id)} already exists as a {detail}")
     if code == "cycle":
-        raise InvalidInputError(f"writing {node_id!r} would make a cycle through {detail!r}")
-    raise InvalidInputError(f"write of {node_id!r} refused: {code} {detail}")
+        raise InvalidInputError(
+            f"writing {shown(node_id)} would make a cycle through {shown(detail)}"
+        )
+    raise InvalidInputError(f"write of {shown(node_id)} refused: {code} {shown(detail)}")
 
 
 class WriteBatch(_Writes[None]):
