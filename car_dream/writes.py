@@ -141,11 +141,15 @@ class _Writes(Generic[_R]):
         batch, :meth:`WriteBatch.execute` tells)."""
         if isinstance(tags, str):
             raise InvalidInputError("tags: must be a list of strings, not a string")
+        try:
+            tags = tuple(tags)
+        except TypeError:
+            raise InvalidInputError("tags: must be a list of strings") from None
         ts = self._epoch("timestamp", timestamp)
         fact = _validated(
             FactIn, id=id, subject=subject, content=content, source=source,
             provenance=provenance, timestamp=ts, scope=scope, supersedes=supersedes,
-            tags=tuple(tags), pinned=pinned,
+            tags=tags, pinned=pinned,
         )  # fmt: skip
         fields = [
             "content", fact.content, "subject", fact.subject, "source", fact.source,
