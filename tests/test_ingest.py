@@ -53,8 +53,11 @@ def test_a_line_not_utf8_is_named_and_the_others_kept(
     env = process_env(redis_url, tmp_path / "data", namespace=real_store.namespace)
     out = subprocess.run(
         [sys.executable, "-c", "from car_dream.cli import main; main()", "ingest", str(path)],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1
     assert out.stderr == "line 2: not valid UTF-8\n"
     assert out.stdout == "ingested 2 line(s), rejected 1\n"
