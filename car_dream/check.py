@@ -253,6 +253,7 @@ class CheckReport(BaseModel):
     dangling_superseded_by: int = 0
     dangling_premises: int = 0
     problems: int = 0
+    repairable: int = 0  # the problems a repair fixes: all but malformed nodes
     problem_counts: dict[str, int] = Field(default_factory=dict)
     messages: list[str] = Field(default_factory=list)
     repair: bool = False
@@ -346,6 +347,7 @@ def _inspect(store: MemoryStore, started: float) -> tuple[CheckReport, dict[str,
     report.malformed_nodes = counts.get(MALFORMED, 0)
     report.problem_counts = dict(sorted(counts.items()))
     report.problems = sum(counts.values())
+    report.repairable = report.problems - report.malformed_nodes
     report.ok = report.problems == 0
     report.duration_ms = round((time.monotonic() - started) * 1000, 3)
     return report, by_id, expected

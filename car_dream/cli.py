@@ -403,8 +403,14 @@ def check(env: Env, repair: bool, as_json: bool) -> None:
             click.echo(f"  {name}: {count}")
         for message in report.messages[:20]:
             click.echo(f"  - {message}")
-        if not report.ok and not repair:
+        if report.repairable and not repair:
             click.echo("run `car-dream check --repair` to fix index drift", err=True)
+        if report.malformed_nodes:
+            click.echo(
+                "malformed nodes are left for you (repair never touches them): "
+                "rewrite them with an ingest call or delete them",
+                err=True,
+            )
     if not report.ok:
         sys.exit(1)
 

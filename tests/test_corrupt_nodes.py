@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 import redis
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from car_dream.check import VALID_UTF8, check_store
+from car_dream.cli import cli
 from car_dream.config import DreamConfig
 from car_dream.consolidate import run_pass
 from car_dream.store import MemoryStore
@@ -64,6 +66,22 @@ def test_check_reports_it_malformed_and_repair_leaves_it(real_store: MemoryStore
     assert fixed.malformed_nodes == 2 and fixed.repaired_ids == 0
     assert c.hgetall(k.node("c1")) == fields
     assert [c.smembers(key) for key in indexes] == before
+
+
+def test_cli_check_suggests_repair_only_for_drift_it_can_fix(
+    real_store: MemoryStore, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CAR_DREAM_REDIS_URL", redis_url)
+    monkeypatch.setenv("CAR_DREAM_NAMESPACE", real_store.namespace)
+    corrupt(real_store)
+    out = CliRunner().invoke(cli, ["check"])
+    assert out.exit_code == 1
+    assert "malformed: 1" in out.stdout and "c1: malformed" in out.stdout
+    assert "--repair" not in out.stderr
+    assert "left for you" in out.stderr  # what to do instead
+    real_store.client.srem(real_store.keys.kind("fact"), "ok0")  # drift that repair fixes
+    out = CliRunner().invoke(cli, ["check"])
+    assert out.exit_code == 1 and "car-dream check --repair" in out.stderr
 
 
 @pytest.fixture(scope="module")
