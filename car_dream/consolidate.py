@@ -29,7 +29,7 @@ from .embedder import Embedder, HashingEmbedder
 from .errors import LockLostError, PassCancelledError, shown
 from .keys import Keys
 from .lock import PassLock
-from .profiles import load_profiles, profile_digest, profile_insight
+from .profiles import MISSING, load_profiles, profile_digest, profile_insight
 from .report import ConsolidationReport
 from .shutdown import SHUTDOWN, pass_running
 from .store import KINDS, MemoryStore
@@ -41,6 +41,8 @@ log = logging.getLogger("car_dream")
 
 # Running trajectory counts kept in memory during a pass (tools plus sources).
 TRAJ_COUNTS_CACHED = 10_000
+# Field of the meta hash: the version of the profiles file the last pass read.
+PROFILES_READ = "profiles_file"
 
 
 def run_pass(
@@ -312,9 +314,21 @@ class _Pass:
     # -- step 2: model profiles ----------------------------------------------------
 
     def ingest_profiles(self, path: Path) -> None:
-        profiles, problems = load_profiles(path)
-        for problem in problems:
+        """Write a fact per profile whose digest changed, and report the file's problems.
+
+        The version of the file last read (its digest, or MISSING) is kept in the meta
+        hash, written last: a file unchanged since is written already and its problems
+        reported, so it costs one read and no repeated warning.
+        """
+        loaded = load_profiles(path)
+        last = self.client.hget(self.keys.meta, PROFILES_READ)
+        if last is not None and last.decode() == loaded.version:
+            return
+        if loaded.version == MISSING:
+            self.report.warn(f"profiles {path}: no such file (CAR_DREAM_OUTCOME_PROFILES_PATH)")
+        for problem in loaded.problems:
             self.report.warn(problem, skipped=1)
+        profiles = loaded.by_id
         ids = list(profiles)
         for i in range(0, len(ids), self.batch):
             chunk = ids[i : i + self.batch]
@@ -337,6 +351,7 @@ class _Pass:
                     "facts": facts,
                 }
             )
+        self.apply({"hset": {self.keys.meta: {PROFILES_READ: loaded.version}}})
 
     # -- step 6: embeddings --------------------------------------------------------
 

@@ -103,7 +103,8 @@ class Keys:
 
     @property
     def meta(self) -> str:
-        """Hash of namespace bookkeeping (embedding model, embedding version)."""
+        """Hash of namespace bookkeeping (embedding model, embedding version, the version
+        of the profiles file last read)."""
         return self.prefix + SUFFIX["meta"]
 
     @property
