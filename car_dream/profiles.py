@@ -7,16 +7,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import shown
 from .trajectory import ensure_encodable
 
-__all__ = ["MISSING", "Profiles", "load_profiles", "profile_digest", "profile_insight"]
+__all__ = ["FIGURES", "MISSING", "Profiles", "load_profiles", "profile_digest", "profile_insight"]
 
 MAX_SUMMARY = 2000
 MISSING = "missing"
+
+# The figures a profile may carry with a known meaning: (lowest, highest, whole numbers
+# only). Checked, so that "success_rate": "high" never becomes a fact; other fields are
+# kept as they are.
+FIGURES: dict[str, tuple[float, float, bool]] = {
+    "success_rate": (0.0, 1.0, False),
+    "avg_latency_ms": (0.0, math.inf, False),
+    "samples": (0, math.inf, True),
+}
 
 
 class Profiles(NamedTuple):
@@ -29,6 +39,19 @@ class Profiles(NamedTuple):
 
 def _no_constants(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _bad_figure(profile: dict[str, Any]) -> str | None:
+    for name, (low, high, whole) in FIGURES.items():
+        if name not in profile:
+            continue
+        value = profile[name]
+        number = isinstance(value, int) if whole else isinstance(value, int | float)
+        if not number or isinstance(value, bool) or not low <= value <= high:
+            kind = "a whole number" if whole else "a number"
+            bounds = f", at least {low:g}" if high == math.inf else f" from {low:g} to {high:g}"
+            return f"{name} must be {kind}{bounds}, got {shown(value)}"
+    return None
 
 
 def load_profiles(path: Path) -> Profiles:
@@ -67,7 +90,10 @@ def load_profiles(path: Path) -> Profiles:
         except ValueError as exc:
             problems.append(f"profiles[{i}]: {exc}")
             continue
-        if model_id in profiles:
+        bad = _bad_figure(item)
+        if bad:
+            problems.append(f"profiles[{i}] {shown(model_id)}: {bad}")
+        elif model_id in profiles:
             problems.append(f"profiles[{i}]: duplicate model_id {shown(model_id)}, first kept")
         else:
             profiles[model_id] = item

@@ -171,6 +171,34 @@ def test_insight_is_bounded() -> None:
     assert text.endswith("….")
 
 
+# -- nonsense figures ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"success_rate": "high"},
+        {"success_rate": 1.5},
+        {"success_rate": -0.1},
+        {"success_rate": True},
+        {"success_rate": None},
+        {"avg_latency_ms": -5},
+        {"avg_latency_ms": "fast"},
+        {"samples": 2.5},
+        {"samples": -1},
+        {"samples": "many"},
+    ],
+    ids=repr,
+)
+def test_nonsense_figures_are_skipped_naming_the_model(tmp_path: Path, bad: Any) -> None:
+    good = {"model_id": "good", "success_rate": 1, "avg_latency_ms": 0.5, "samples": 0}
+    profiles, problems, _ = load_profiles(write(tmp_path, [good, {"model_id": "odd", **bad}]))
+    assert list(profiles) == ["good"]
+    (field,) = bad
+    assert len(problems) == 1
+    assert problems[0].startswith(f"profiles[1] 'odd': {field} must be "), problems
+
+
 # -- the pass's profiles step ----------------------------------------------------------
 
 
@@ -196,11 +224,22 @@ def test_a_missing_file_is_warned_once_per_change(real_store: MemoryStore, tmp_p
 
 def test_a_bad_file_is_warned_once_per_change(real_store: MemoryStore, tmp_path: Path) -> None:
     path = tmp_path / "profiles.json"
-    broken, other = "not json", json.dumps([{"model_id": 5}])
+    broken, other = "not json", json.dumps([{"model_id": "m", "success_rate": "high"}])
     seen = []
     for text in (broken, broken, broken, other, other, broken):
         path.write_text(text)
         report = profiles_pass(real_store, path)
         seen.append((report.skipped_records, len(report.warnings)))
     assert seen == [(1, 1), (0, 0), (0, 0), (1, 1), (0, 0), (1, 1)]
-    assert real_store.count() == 0
+    assert real_store.count() == 0  # "high" never became a fact
+
+
+def test_a_nonsense_profile_is_no_fact(real_store: MemoryStore, tmp_path: Path) -> None:
+    path = tmp_path / "profiles.json"
+    path.write_text(
+        json.dumps([{"model_id": "m", "success_rate": "high"}, {"model_id": "n", "samples": 3}])
+    )
+    report = profiles_pass(real_store, path)
+    assert report.model_insights == 1 and report.skipped_records == 1
+    assert "'m'" in report.warnings[0] and "success_rate" in report.warnings[0]
+    assert [n.subject for n in real_store.iter_nodes("fact")] == ["model:n"]
