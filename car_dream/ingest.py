@@ -116,12 +116,14 @@ class Ingest:
 
     def flush(self) -> None:
         numbers, self._queued = self._queued, []
-        for number, result in zip(numbers, self.batch.execute(), strict=True):
-            if isinstance(result, CarDreamError):
-                self._errors.append((number, str(result)))
-            else:
-                self.good += 1
-        errors, self._errors = sorted(self._errors), []
-        self.bad += len(errors)
-        for number, message in errors:
-            self.on_error(number, message)
+        try:
+            for number, result in zip(numbers, self.batch.execute(), strict=True):
+                if isinstance(result, CarDreamError):
+                    self._errors.append((number, str(result)))
+                else:
+                    self.good += 1
+        finally:  # lines refused before a Redis error are still told
+            errors, self._errors = sorted(self._errors), []
+            self.bad += len(errors)
+            for number, message in errors:
+                self.on_error(number, message)

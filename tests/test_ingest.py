@@ -153,3 +153,19 @@ def test_store_calls_cut_long_values_too(real_store: MemoryStore) -> None:
     with pytest.raises(InvalidInputError) as info:
         MemoryStore(real_store.client, "n" * 5000)
     assert "…" in str(info.value) and len(str(info.value)) < 300
+
+
+def test_redis_gone_is_one_clean_error_after_the_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .conftest import free_port
+
+    monkeypatch.setenv("CAR_DREAM_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(fact("a") + b"\nnot json\n" + fact("b") + b"\n")
+    out = CliRunner().invoke(cli, ["ingest", str(path)])
+    assert out.exit_code == 1
+    assert out.stdout == "ingested 0 line(s), rejected 1, stopped at line 3\n"
+    assert out.stderr.startswith("line 2: not JSON")
+    assert out.stderr.splitlines()[-1].startswith("car-dream: cannot reach Redis")
+    assert "Traceback" not in out.output
