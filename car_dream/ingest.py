@@ -107,7 +107,8 @@ class Ingest:
                 except (ValueError, CarDreamError) as exc:
                     self._errors.append((number, str(exc)))
                 except Exception as exc:  # still this line's problem, not the file's
-                    self._errors.append((number, f"refused ({exc.__class__.__name__})"))
+                    why = f"{exc.__class__.__name__}: {shown(str(exc))}"
+                    self._errors.append((number, f"refused ({why})"))
                 if len(self._queued) >= self.batch_size:
                     self.flush()
         finally:

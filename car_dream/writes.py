@@ -181,7 +181,11 @@ class _Writes(Generic[_R]):
         """Write derived knowledge citing ``premises``; it is invalidated when one goes."""
         if isinstance(premises, str):
             raise InvalidInputError("premises: must be a list of node ids, not a string")
-        c = _validated(ConclusionIn, id=id, content=content, premises=tuple(premises))
+        try:
+            premises = tuple(premises)
+        except TypeError:
+            raise InvalidInputError("premises: must be a list of node ids") from None
+        c = _validated(ConclusionIn, id=id, content=content, premises=premises)
         now = datetime.now(UTC).timestamp()
         fields = ["content", c.content, "timestamp", repr(now)]
         return self._write(self._call(c.id, "conclusion", None, c.premises, False, None, fields))

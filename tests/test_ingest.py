@@ -72,8 +72,9 @@ def test_a_line_not_utf8_is_named_and_the_others_kept(
         (b'{"kind":"fact","id":"x","subject":"s","content":"\\ud800"}', "content"),
         (b'{"kind":"fact","id":"x","subject":"s","content":"c","timestamp":1e400}', "finite"),
         (b'{"kind":"fact","id":"x","subject":"s","content":"c","tags":5}', "tags"),
+        (b'{"kind":"conclusion","id":"x","content":"c","premises":5}', "premises"),
     ],
-    ids=["deep nesting", "lone surrogate", "infinite timestamp", "tags a number"],
+    ids=["deep nesting", "lone surrogate", "infinite timestamp", "tags a number", "premises"],
 )
 def test_whatever_a_line_holds_the_lines_before_and_after_are_written(
     ingest: Any, real_store: MemoryStore, tmp_path: Path, line: bytes, why: str
