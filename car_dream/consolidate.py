@@ -26,10 +26,10 @@ import numpy as np
 
 from .config import DreamConfig, mask_url
 from .embedder import Embedder, HashingEmbedder
-from .errors import LockLostError, PassCancelledError
+from .errors import LockLostError, PassCancelledError, shown
 from .keys import Keys
 from .lock import PassLock
-from .profiles import load_profiles, profile_digest, profile_insight
+from .profiles import MISSING, load_profiles, profile_digest, profile_insight
 from .report import ConsolidationReport
 from .shutdown import SHUTDOWN, pass_running
 from .store import KINDS, MemoryStore
@@ -41,6 +41,8 @@ log = logging.getLogger("car_dream")
 
 # Running trajectory counts kept in memory during a pass (tools plus sources).
 TRAJ_COUNTS_CACHED = 10_000
+# Field of the meta hash: the version of the profiles file the last pass read.
+PROFILES_READ = "profiles_file"
 
 
 def run_pass(
@@ -312,9 +314,21 @@ class _Pass:
     # -- step 2: model profiles ----------------------------------------------------
 
     def ingest_profiles(self, path: Path) -> None:
-        profiles, problems = load_profiles(path)
-        for problem in problems:
+        """Write a fact per profile whose digest changed, and report the file's problems.
+
+        The version of the file last read (its digest, or MISSING) is kept in the meta
+        hash, written last: a file unchanged since is written already and its problems
+        reported, so it costs one read and no repeated warning.
+        """
+        loaded = load_profiles(path)
+        last = self.client.hget(self.keys.meta, PROFILES_READ)
+        if last is not None and last.decode() == loaded.version:
+            return
+        if loaded.version == MISSING:
+            self.report.warn(f"profiles {path}: no such file (CAR_DREAM_OUTCOME_PROFILES_PATH)")
+        for problem in loaded.problems:
             self.report.warn(problem, skipped=1)
+        profiles = loaded.by_id
         ids = list(profiles)
         for i in range(0, len(ids), self.batch):
             chunk = ids[i : i + self.batch]
@@ -337,6 +351,7 @@ class _Pass:
                     "facts": facts,
                 }
             )
+        self.apply({"hset": {self.keys.meta: {PROFILES_READ: loaded.version}}})
 
     # -- step 6: embeddings --------------------------------------------------------
 
@@ -359,6 +374,10 @@ class _Pass:
             reply = self.scripts.fetch_unembedded(
                 keys=[k.unembedded], args=[k.prefix, cursor, self.batch]
             )
+            if isinstance(reply, bytes):
+                # A node edited by hand may hold bytes that are not UTF-8: they come through
+                # as surrogates, for embed_batch to skip that node, not fail the page.
+                reply = reply.decode("utf-8", "surrogateescape")
             nxt, page = json.loads(reply)
             return str(nxt), page
 
@@ -394,9 +413,19 @@ class _Pass:
                     self.report.nodes_embedded += pending.result()
 
     def embed_batch(self, model: str, rows: list[list[Any]]) -> list[Any]:
-        """The STORE_VECTORS arguments for rows of ``[id, content|false, rev|false]``."""
-        live = [(i, c, r) for i, c, r in rows if isinstance(c, str) and isinstance(r, str)]
-        gone = [i for i, c, r in rows if not (isinstance(c, str) and isinstance(r, str))]
+        """The STORE_VECTORS arguments for rows of ``[id, content|false, rev|false]``.
+
+        A node whose id or content is not UTF-8 is skipped and counted: it stays listed
+        as unembedded, and ``car-dream check`` reports it as malformed.
+        """
+        live, gone = [], []
+        for i, c, r in rows:
+            if not _is_utf8(i) or (isinstance(c, str) and not _is_utf8(c)):
+                self.report.warn(f"node {shown(i)}: not valid UTF-8, not embedded", skipped=1)
+            elif isinstance(c, str) and isinstance(r, str):
+                live.append((i, c, r))
+            else:
+                gone.append(i)
         if live:
             vectors = np.ascontiguousarray(
                 self.embedder.embed([c for _, c, _ in live]), dtype=np.float32
@@ -513,6 +542,17 @@ def _persisted_version(path: Path) -> str | None:
             return str(data["version"])
     except Exception:
         return None
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text that came from bytes that were not UTF-8 (as surrogates)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _load(raw: bytes | None) -> Counter[str]:
