@@ -32,13 +32,42 @@ from .store import KINDS, MemoryStore
 
 __all__ = ["CheckReport", "RepairRefusedError", "check_store"]
 
+MALFORMED = "malformed"
+
 BATCH = 200
 MAX_MESSAGES = 200
+
+# valid_utf8(s): whether Python could decode s (strict UTF-8: no overlong forms, no
+# surrogates, nothing above U+10FFFF). Runs of ASCII are skipped by one pattern search.
+VALID_UTF8 = r"""
+local function valid_utf8(s)
+  local i, n = 1, #s
+  while true do
+    i = string.find(s, '[\128-\255]', i)
+    if not i then return true end
+    local c = string.byte(s, i)
+    local len, cp, least
+    if c >= 194 and c <= 223 then len, cp, least = 1, c - 192, 128
+    elseif c >= 224 and c <= 239 then len, cp, least = 2, c - 224, 2048
+    elseif c >= 240 and c <= 244 then len, cp, least = 3, c - 240, 65536
+    else return false end
+    if i + len > n then return false end
+    for j = i + 1, i + len do
+      local b = string.byte(s, j)
+      if b < 128 or b > 191 then return false end
+      cp = cp * 64 + b - 128
+    end
+    if cp < least or cp > 1114111 or (cp >= 55296 and cp <= 57343) then return false end
+    i = i + len + 1
+  end
+end
+"""
 
 # Per id, one JSON verdict. ARGV: prefix, then ids. KEYS[1] is a key of the namespace.
 # Shared by both check scripts.
 CHECK_LIB = (
     LIB
+    + VALID_UTF8
     + r"""
 local function contains(list, x)
   for _, v in ipairs(list) do if v == x then return true end end
@@ -65,6 +94,9 @@ for i = 2, #ARGV do
   if exists and (not kind or not f[2] or not contains(kinds, kind)) then
     p[#p + 1] = 'malformed'
     kind = false
+  elseif f[2] and not valid_utf8(f[2]) then
+    -- Written by hand: no pass can embed it. Its indexes are judged as usual.
+    p[#p + 1] = 'malformed:content_not_utf8'
   end
   v.kind = kind or ''
   v.exists = exists and 1 or 0
@@ -221,6 +253,7 @@ class CheckReport(BaseModel):
     dangling_superseded_by: int = 0
     dangling_premises: int = 0
     problems: int = 0
+    repairable: int = 0  # the problems a repair fixes: all but malformed nodes
     problem_counts: dict[str, int] = Field(default_factory=dict)
     messages: list[str] = Field(default_factory=list)
     repair: bool = False
@@ -311,9 +344,10 @@ def _inspect(store: MemoryStore, started: float) -> tuple[CheckReport, dict[str,
             counts[problem.split(":", 1)[0]] += 1
             if len(report.messages) < MAX_MESSAGES:
                 report.messages.append(f"{node_id}: {problem}")
-    report.malformed_nodes = counts.get("malformed", 0)
+    report.malformed_nodes = counts.get(MALFORMED, 0)
     report.problem_counts = dict(sorted(counts.items()))
     report.problems = sum(counts.values())
+    report.repairable = report.problems - report.malformed_nodes
     report.ok = report.problems == 0
     report.duration_ms = round((time.monotonic() - started) * 1000, 3)
     return report, by_id, expected
@@ -359,7 +393,12 @@ def _acquire(lock: PassLock) -> None:
 
 
 def _repair(store: MemoryStore, by_id: dict[str, list[str]], size: int, ttl: int) -> int:
-    ids = sorted(i for i, problems in by_id.items() if i != "-" and problems != ["malformed"])
+    # A malformed node is left for a human: only ids with some other problem are reindexed.
+    ids = sorted(
+        i
+        for i, problems in by_id.items()
+        if i != "-" and any(not p.startswith(MALFORMED) for p in problems)
+    )
     lock = PassLock(store.client, store.keys, ttl, secrets.token_hex(16))
     _acquire(lock)
     script = store.client.register_script(REINDEX)

@@ -27,9 +27,6 @@ from .report import ConsolidationReport
 
 __all__ = ["cli", "format_report", "main"]
 
-INGEST_KINDS = ("fact", "environment", "conclusion")
-TIME_FIELDS = ("timestamp", "observed_at", "expires_at")
-
 
 class Env:
     """What a command needs, built on first use so ``--help`` touches nothing."""
@@ -406,8 +403,14 @@ def check(env: Env, repair: bool, as_json: bool) -> None:
             click.echo(f"  {name}: {count}")
         for message in report.messages[:20]:
             click.echo(f"  - {message}")
-        if not report.ok and not repair:
+        if report.repairable and not repair:
             click.echo("run `car-dream check --repair` to fix index drift", err=True)
+        if report.malformed_nodes:
+            click.echo(
+                "malformed nodes are left for you (repair never touches them): "
+                "rewrite them with an ingest call or delete them",
+                err=True,
+            )
     if not report.ok:
         sys.exit(1)
 
@@ -415,38 +418,8 @@ def check(env: Env, repair: bool, as_json: bool) -> None:
 # -- ingest -----------------------------------------------------------------------
 
 
-def _times(obj: dict[str, Any]) -> None:
-    for name in TIME_FIELDS:
-        value = obj.get(name)
-        if isinstance(value, str):
-            try:
-                obj[name] = datetime.fromisoformat(value)
-            except ValueError:
-                raise ValueError(f"{name}: not an RFC 3339 time: {value!r}") from None
-
-
-def ingest_line(store: Any, raw: str) -> None:
-    """One JSON object with ``kind`` and the ingest call's arguments (to a store or a
-    :class:`~car_dream.store.WriteBatch`)."""
-    try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(obj, dict):
-        raise ValueError("not a JSON object")
-    kind = obj.pop("kind", None)
-    if kind not in INGEST_KINDS:
-        raise ValueError(f"kind must be one of {', '.join(INGEST_KINDS)}, got {kind!r}")
-    _times(obj)
-    method = getattr(store, f"ingest_{kind}")
-    try:
-        method(**obj)
-    except TypeError as exc:  # unknown or missing arguments: "Writes.ingest_fact() got ..."
-        raise ValueError(str(exc).split(".", 1)[-1]) from None
-
-
 @cli.command()
-@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.argument("file", type=click.File("rb"))
 @pass_env
 def ingest(env: Env, file: Any) -> None:
     """Bulk-write facts, observations and conclusions from a JSONL FILE ('-' for stdin).
@@ -455,38 +428,21 @@ def ingest(env: Env, file: Any) -> None:
     Bad lines are reported by number; good ones are kept. Lines go to Redis in batches
     of CAR_DREAM_BATCH_SIZE, one round trip each, in file order.
     """
-    batch = env.store.batch()
-    size = env.config.batch_size
-    queued: list[int] = []  # the line number of each queued write
-    errors: list[tuple[int, str]] = []
-    good = bad = 0
+    from .ingest import Ingest
 
-    def flush() -> None:
-        nonlocal good, bad
-        for number, result in zip(queued, batch.execute(), strict=True):
-            if isinstance(result, CarDreamError):
-                errors.append((number, str(result)))
-            else:
-                good += 1
-        queued.clear()
-        for number, message in sorted(errors):
-            click.echo(f"line {number}: {message}", err=True)
-        bad += len(errors)
-        errors.clear()
+    def refused(number: int, message: str) -> None:
+        click.echo(f"line {number}: {message}", err=True)
 
-    for number, raw in enumerate(file, start=1):
-        if not raw.strip():
-            continue
-        try:
-            ingest_line(batch, raw)
-            queued.append(number)
-        except (ValueError, CarDreamError) as exc:
-            errors.append((number, str(exc)))
-        if len(queued) >= size:
-            flush()
-    flush()
-    click.echo(f"ingested {good} line(s), rejected {bad}")
-    if bad:
+    job = Ingest(env.store, env.config.batch_size, refused)
+    done = False
+    try:
+        job.run(file)
+        done = True
+    finally:
+        # Also when Redis goes away mid-file: say how far it got before the error.
+        stopped = "" if done else f", stopped at line {job.read}"
+        click.echo(f"ingested {job.good} line(s), rejected {job.bad}{stopped}")
+    if job.bad:
         sys.exit(1)
 
 

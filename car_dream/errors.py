@@ -11,7 +11,17 @@ __all__ = [
     "PassFailedError",
     "SupersededNodeError",
     "UnknownNodeError",
+    "shown",
 ]
+
+SHOWN_CHARS = 60
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` cut to a bounded length: what a message may echo of an input, so a
+    megabyte id or field name does not come back in full."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
 
 
 class CarDreamError(Exception):

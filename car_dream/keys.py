@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, shown
 
 __all__ = ["NAMESPACE_RE", "NODE_ID_RE", "Keys", "validate_namespace", "validate_node_id"]
 
@@ -44,7 +44,7 @@ DREAM_ENTRY_NAME = "car-dream"
 def validate_namespace(namespace: str) -> str:
     if not isinstance(namespace, str) or not NAMESPACE_RE.match(namespace):
         raise InvalidInputError(
-            f"invalid namespace {namespace!r}: use 1-64 letters, digits, '-', '_' or '.'"
+            f"invalid namespace {shown(namespace)}: use 1-64 letters, digits, '-', '_' or '.'"
         )
     return namespace
 
@@ -52,7 +52,7 @@ def validate_namespace(namespace: str) -> str:
 def validate_node_id(node_id: str) -> str:
     if not isinstance(node_id, str) or not NODE_ID_RE.match(node_id):
         raise InvalidInputError(
-            f"invalid node id {node_id!r}: use 1-200 characters from "
+            f"invalid node id {shown(node_id)}: use 1-200 characters from "
             "letters, digits and _ . : @ / + = -"
         )
     return node_id
@@ -105,7 +105,8 @@ class Keys:
 
     @property
     def meta(self) -> str:
-        """Hash of namespace bookkeeping (embedding model, embedding version)."""
+        """Hash of namespace bookkeeping (embedding model, embedding version, the version
+        of the profiles file last read)."""
         return self.prefix + SUFFIX["meta"]
 
     @property

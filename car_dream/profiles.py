@@ -7,34 +7,73 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from .errors import shown
 from .trajectory import ensure_encodable, reject_constant
 
-__all__ = ["load_profiles", "profile_digest", "profile_insight"]
+__all__ = ["FIGURES", "MISSING", "Profiles", "load_profiles", "profile_digest", "profile_insight"]
 
 MAX_SUMMARY = 2000
+MISSING = "missing"
+
+# The figures a profile may carry with a known meaning: (lowest, highest, whole numbers
+# only). Checked, so that "success_rate": "high" never becomes a fact; other fields are
+# kept as they are.
+FIGURES: dict[str, tuple[float, float, bool]] = {
+    "success_rate": (0.0, 1.0, False),
+    "avg_latency_ms": (0.0, math.inf, False),
+    "samples": (0, math.inf, True),
+}
 
 
-def load_profiles(path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Valid profiles by model id, and one problem per skipped entry.
+class Profiles(NamedTuple):
+    """What :func:`load_profiles` read."""
+
+    by_id: dict[str, dict[str, Any]]  # valid profiles by model id
+    problems: list[str]  # one per skipped entry, or one for a file that could not be used
+    version: str  # the digest of the file's bytes, MISSING, or why it could not be read
+
+
+def _bad_figure(profile: dict[str, Any]) -> str | None:
+    for name, (low, high, whole) in FIGURES.items():
+        if name not in profile:
+            continue
+        value = profile[name]
+        number = isinstance(value, int) if whole else isinstance(value, int | float)
+        if not number or isinstance(value, bool) or not low <= value <= high:
+            kind = "a whole number" if whole else "a number"
+            bounds = f", at least {low:g}" if high == math.inf else f" from {low:g} to {high:g}"
+            return f"{name} must be {kind}{bounds}, got {shown(value)}"
+    return None
+
+
+def load_profiles(path: Path) -> Profiles:
+    """The valid profiles of the file at ``path``, one problem per skipped entry, and
+    the version of the file read.
 
     A file that cannot be read or is not a JSON array yields no profiles and one
-    problem. Duplicate ids keep the first entry.
+    problem; a missing one, no profiles and no problem (version MISSING). Duplicate ids
+    keep the first entry.
     """
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return {}, []  # not written yet: nothing to learn, nothing wrong
+        return Profiles({}, [], MISSING)
     except OSError as exc:
-        return {}, [f"profiles {path.name}: {exc.strerror or exc}"]
+        reason = exc.strerror or str(exc)
+        return Profiles({}, [f"profiles {path.name}: {reason}"], f"unreadable: {reason}")
+    version = hashlib.sha256(raw).hexdigest()
     try:
         data = json.loads(raw.decode("utf-8"), parse_constant=reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        return {}, [f"profiles {path.name}: not valid JSON ({exc.__class__.__name__})"]
+        problem = f"profiles {path.name}: not valid JSON ({exc.__class__.__name__})"
+        return Profiles({}, [problem], version)
     if not isinstance(data, list):
-        return {}, [f"profiles {path.name}: expected a JSON array, got {type(data).__name__}"]
+        problem = f"profiles {path.name}: expected a JSON array, got {type(data).__name__}"
+        return Profiles({}, [problem], version)
     profiles: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
     for i, item in enumerate(data):
@@ -47,11 +86,14 @@ def load_profiles(path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
         except ValueError as exc:
             problems.append(f"profiles[{i}]: {exc}")
             continue
-        if model_id in profiles:
-            problems.append(f"profiles[{i}]: duplicate model_id {model_id!r}, first kept")
+        bad = _bad_figure(item)
+        if bad:
+            problems.append(f"profiles[{i}] {shown(model_id)}: {bad}")
+        elif model_id in profiles:
+            problems.append(f"profiles[{i}]: duplicate model_id {shown(model_id)}, first kept")
         else:
             profiles[model_id] = item
-    return profiles, problems
+    return Profiles(profiles, problems, version)
 
 
 def profile_digest(profile: dict[str, Any]) -> str:

@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 REPORTS_KEPT = 100
+# Field of the meta hash: the version of the profiles file the last pass read.
+PROFILES_FILE_READ = "profiles_file"
 
 
 class MemoryStore(Writes[bool]):
@@ -182,12 +184,20 @@ class MemoryStore(Writes[bool]):
         """The digest of the profile last turned into a fact, per model id."""
         return [text(d) for d in self.client.hmget(self.keys.profile_digests, list(model_ids))]
 
+    def profiles_file_read(self) -> str | None:
+        """The version of the profiles file the last pass read, if any."""
+        return text(self.client.hget(self.keys.meta, PROFILES_FILE_READ))
+
     def unembedded_page(self, cursor: str, count: int) -> tuple[str, list[list[Any]]]:
         """One SSCAN page of the unembedded index: ``(next cursor, [[id, content, rev]])``
         (content and rev false for a vanished node)."""
         reply = self.scripts.fetch_unembedded(
             keys=[self.keys.unembedded], args=[self.keys.prefix, cursor, count]
         )
+        if isinstance(reply, bytes):
+            # A node edited by hand may hold bytes that are not UTF-8: they come through as
+            # surrogates, for the embed step to skip that node, not fail the page.
+            reply = reply.decode("utf-8", "surrogateescape")
         nxt, page = json.loads(reply)
         return str(nxt), page
 

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .connection import is_cluster
-from .errors import CarDreamError, InvalidInputError, SupersededNodeError, UnknownNodeError
+from .errors import CarDreamError, InvalidInputError, SupersededNodeError, UnknownNodeError, shown
 from .keys import Keys, validate_node_id
 from .node import KINDS, NodeKind, text
 from .scripts import Scripts
@@ -82,7 +82,7 @@ class FactIn(_NodeIn):
     @model_validator(mode="after")
     def _not_self(self) -> FactIn:
         if self.supersedes == self.id:
-            raise ValueError(f"node {self.id!r} cannot supersede itself")
+            raise ValueError(f"node {shown(self.id)} cannot supersede itself")
         return self
 
 
@@ -138,11 +138,15 @@ class Writes(Generic[_R]):
         batch, :meth:`WriteBatch.execute` tells)."""
         if isinstance(tags, str):
             raise InvalidInputError("tags: must be a list of strings, not a string")
+        try:
+            tags = tuple(tags)
+        except TypeError:
+            raise InvalidInputError("tags: must be a list of strings") from None
         ts = self._epoch("timestamp", timestamp)
         fact = _validated(
             FactIn, id=id, subject=subject, content=content, source=source,
             provenance=provenance, timestamp=ts, scope=scope, supersedes=supersedes,
-            tags=tuple(tags), pinned=pinned,
+            tags=tags, pinned=pinned,
         )  # fmt: skip
         fields = [
             "content", fact.content, "subject", fact.subject, "source", fact.source,
@@ -174,7 +178,11 @@ class Writes(Generic[_R]):
         """Write derived knowledge citing ``premises``; it is invalidated when one goes."""
         if isinstance(premises, str):
             raise InvalidInputError("premises: must be a list of node ids, not a string")
-        c = _validated(ConclusionIn, id=id, content=content, premises=tuple(premises))
+        try:
+            premises = tuple(premises)
+        except TypeError:
+            raise InvalidInputError("premises: must be a list of node ids") from None
+        c = _validated(ConclusionIn, id=id, content=content, premises=premises)
         now = datetime.now(UTC).timestamp()
         fields = ["content", c.content, "timestamp", repr(now)]
         return self._write(self._call(c.id, "conclusion", None, c.premises, False, None, fields))
@@ -217,14 +225,16 @@ def check_reply(node_id: str, reply: list[Any]) -> bool:
         return bool(int(reply[1]))
     detail = text(reply[1])
     if code == "unknown":
-        raise UnknownNodeError(f"node {detail!r} does not exist")
+        raise UnknownNodeError(f"node {shown(detail)} does not exist")
     if code == "superseded":
-        raise SupersededNodeError(f"node {detail!r} is already superseded")
+        raise SupersededNodeError(f"node {shown(detail)} is already superseded")
     if code == "kind":
-        raise InvalidInputError(f"node {node_id!r} already exists as a {detail}")
+        raise InvalidInputError(f"node {shown(node_id)} already exists as a {detail}")
     if code == "cycle":
-        raise InvalidInputError(f"writing {node_id!r} would make a cycle through {detail!r}")
-    raise InvalidInputError(f"write of {node_id!r} refused: {code} {detail}")
+        raise InvalidInputError(
+            f"writing {shown(node_id)} would make a cycle through {shown(detail)}"
+        )
+    raise InvalidInputError(f"write of {shown(node_id)} refused: {code} {shown(detail)}")
 
 
 class WriteBatch(Writes[None]):

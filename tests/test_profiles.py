@@ -1,4 +1,4 @@
-"""Model outcome profiles: loading, digests and the insight text."""
+"""Model outcome profiles: loading, digests, the insight text, and the pass's profiles step."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from car_dream.config import load_config
+from car_dream.consolidate import run_pass
 from car_dream.profiles import load_profiles, profile_digest, profile_insight
+from car_dream.store import MemoryStore
 
 
 def write(tmp_path: Path, data: Any) -> Path:
@@ -21,26 +24,26 @@ def write(tmp_path: Path, data: Any) -> Path:
 
 
 def test_missing_file_is_no_profiles_and_no_problem(tmp_path: Path) -> None:
-    assert load_profiles(tmp_path / "absent.json") == ({}, [])
+    assert load_profiles(tmp_path / "absent.json") == ({}, [], "missing")
 
 
 def test_valid_profiles_by_model_id(tmp_path: Path) -> None:
     a = {"model_id": "gpt-x", "success_rate": 0.9, "runs": 12}
     b = {"model_id": "llama/3", "success_rate": 0.5}
-    profiles, problems = load_profiles(write(tmp_path, [a, b]))
+    profiles, problems, _ = load_profiles(write(tmp_path, [a, b]))
     assert problems == []
     assert profiles == {"gpt-x": a, "llama/3": b}
 
 
 def test_empty_array(tmp_path: Path) -> None:
-    assert load_profiles(write(tmp_path, [])) == ({}, [])
+    assert load_profiles(write(tmp_path, []))[:2] == ({}, [])
 
 
 @pytest.mark.parametrize("data", [{"model_id": "m"}, "just text", 3, None])
 def test_not_an_array_is_one_problem(tmp_path: Path, data: Any) -> None:
     path = tmp_path / "profiles.json"
     path.write_text(json.dumps(data))
-    profiles, problems = load_profiles(path)
+    profiles, problems, _ = load_profiles(path)
     assert profiles == {}
     assert len(problems) == 1 and "JSON array" in problems[0]
 
@@ -51,7 +54,7 @@ def test_not_an_array_is_one_problem(tmp_path: Path, data: Any) -> None:
      '[{"model_id": "m", "rate": Infinity}]', '[{"model_id": "m", "rate": -Infinity}]'],
 )  # fmt: skip
 def test_invalid_json_is_one_problem(tmp_path: Path, text: str) -> None:
-    profiles, problems = load_profiles(write(tmp_path, text))
+    profiles, problems, _ = load_profiles(write(tmp_path, text))
     assert profiles == {}
     assert len(problems) == 1 and "not valid JSON" in problems[0]
     assert "profiles.json" in problems[0]
@@ -60,13 +63,13 @@ def test_invalid_json_is_one_problem(tmp_path: Path, text: str) -> None:
 def test_invalid_utf8_is_one_problem(tmp_path: Path) -> None:
     path = tmp_path / "profiles.json"
     path.write_bytes(b'[{"model_id": "\xff\xfe"}]')
-    profiles, problems = load_profiles(path)
+    profiles, problems, _ = load_profiles(path)
     assert profiles == {} and len(problems) == 1
 
 
 def test_unreadable_path_is_one_problem(tmp_path: Path) -> None:
     (tmp_path / "dir.json").mkdir()
-    profiles, problems = load_profiles(tmp_path / "dir.json")
+    profiles, problems, _ = load_profiles(tmp_path / "dir.json")
     assert profiles == {} and len(problems) == 1
 
 
@@ -77,21 +80,21 @@ def test_unreadable_path_is_one_problem(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_entry_without_usable_model_id_is_skipped_others_kept(tmp_path: Path, bad: Any) -> None:
     good = {"model_id": "good", "rate": 0.5}
-    profiles, problems = load_profiles(write(tmp_path, [good, bad, {"model_id": "also"}]))
+    profiles, problems, _ = load_profiles(write(tmp_path, [good, bad, {"model_id": "also"}]))
     assert list(profiles) == ["good", "also"]
     assert problems == ["profiles[1]: no usable model_id"]
 
 
 def test_duplicate_ids_keep_the_first(tmp_path: Path) -> None:
     first = {"model_id": "m", "rate": 0.1}
-    profiles, problems = load_profiles(write(tmp_path, [first, {"model_id": "m", "rate": 0.9}]))
+    profiles, problems, _ = load_profiles(write(tmp_path, [first, {"model_id": "m", "rate": 0.9}]))
     assert profiles == {"m": first}
     assert len(problems) == 1
     assert "profiles[1]" in problems[0] and "duplicate" in problems[0] and "'m'" in problems[0]
 
 
 def test_profiles_that_cannot_be_encoded_are_skipped(tmp_path: Path) -> None:
-    profiles, _ = load_profiles(write(tmp_path, '[{"model_id": "m\\ud800", "rate": 1}]'))
+    profiles, _, _ = load_profiles(write(tmp_path, '[{"model_id": "m\\ud800", "rate": 1}]'))
     for model_id, profile in profiles.items():
         model_id.encode()
         profile_digest(profile)
@@ -166,3 +169,77 @@ def test_insight_is_bounded() -> None:
     text = profile_insight("m", {f"k{i}": "v" * 50 for i in range(200)})
     assert len(text) < 2200
     assert text.endswith("….")
+
+
+# -- nonsense figures ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"success_rate": "high"},
+        {"success_rate": 1.5},
+        {"success_rate": -0.1},
+        {"success_rate": True},
+        {"success_rate": None},
+        {"avg_latency_ms": -5},
+        {"avg_latency_ms": "fast"},
+        {"samples": 2.5},
+        {"samples": -1},
+        {"samples": "many"},
+    ],
+    ids=repr,
+)
+def test_nonsense_figures_are_skipped_naming_the_model(tmp_path: Path, bad: Any) -> None:
+    good = {"model_id": "good", "success_rate": 1, "avg_latency_ms": 0.5, "samples": 0}
+    profiles, problems, _ = load_profiles(write(tmp_path, [good, {"model_id": "odd", **bad}]))
+    assert list(profiles) == ["good"]
+    (field,) = bad
+    assert len(problems) == 1
+    assert problems[0].startswith(f"profiles[1] 'odd': {field} must be "), problems
+
+
+# -- the pass's profiles step ----------------------------------------------------------
+
+
+def profiles_pass(store: MemoryStore, path: Path) -> Any:
+    config = load_config(interval_secs=60, outcome_profiles_path=path, data_dir=path.parent)
+    report = run_pass(store, config, force=True)
+    assert report.status == "completed", report.reason
+    return report
+
+
+def test_a_missing_file_is_warned_once_per_change(real_store: MemoryStore, tmp_path: Path) -> None:
+    path = tmp_path / "absent.json"
+    first = profiles_pass(real_store, path)
+    assert first.warnings == [f"profiles {path}: no such file (CAR_DREAM_OUTCOME_PROFILES_PATH)"]
+    assert first.skipped_records == 0
+    assert profiles_pass(real_store, path).warnings == []
+    path.write_text(json.dumps([{"model_id": "m", "success_rate": 0.5}]))
+    written = profiles_pass(real_store, path)
+    assert written.model_insights == 1 and written.warnings == []
+    path.unlink()
+    assert "no such file" in profiles_pass(real_store, path).warnings[0]
+
+
+def test_a_bad_file_is_warned_once_per_change(real_store: MemoryStore, tmp_path: Path) -> None:
+    path = tmp_path / "profiles.json"
+    broken, other = "not json", json.dumps([{"model_id": "m", "success_rate": "high"}])
+    seen = []
+    for text in (broken, broken, broken, other, other, broken):
+        path.write_text(text)
+        report = profiles_pass(real_store, path)
+        seen.append((report.skipped_records, len(report.warnings)))
+    assert seen == [(1, 1), (0, 0), (0, 0), (1, 1), (0, 0), (1, 1)]
+    assert real_store.count() == 0  # "high" never became a fact
+
+
+def test_a_nonsense_profile_is_no_fact(real_store: MemoryStore, tmp_path: Path) -> None:
+    path = tmp_path / "profiles.json"
+    path.write_text(
+        json.dumps([{"model_id": "m", "success_rate": "high"}, {"model_id": "n", "samples": 3}])
+    )
+    report = profiles_pass(real_store, path)
+    assert report.model_insights == 1 and report.skipped_records == 1
+    assert "'m'" in report.warnings[0] and "success_rate" in report.warnings[0]
+    assert [n.subject for n in real_store.iter_nodes("fact")] == ["model:n"]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..embedder import Embedder
+from ..errors import shown
 from ..pipeline import PassContext
 
 Page = tuple[str, list[list[Any]]]
@@ -55,7 +56,12 @@ class Embed:
                     rows = fresh_rows(page, inflight)
                     if not rows:
                         continue
-                    args = vector_args(ctx.embedder, rows)
+                    live, gone, malformed = split_rows(rows)
+                    for node_id in malformed:
+                        ctx.report.warn(
+                            f"node {shown(node_id)}: not valid UTF-8, not embedded", skipped=1
+                        )
+                    args = vector_args(ctx.embedder, live, gone)
                     if pending is not None:
                         ctx.report.nodes_embedded += pending.result()
                     pending = writer.submit(store, args)
@@ -79,10 +85,39 @@ def fresh_rows(page: list[list[Any]], inflight: set[str]) -> list[list[Any]]:
     return rows
 
 
-def vector_args(embedder: Embedder, rows: list[list[Any]]) -> list[Any]:
-    """The STORE_VECTORS arguments for rows of ``[id, content|false, rev|false]``."""
-    live = [(i, c, r) for i, c, r in rows if isinstance(c, str) and isinstance(r, str)]
-    gone = [i for i, c, r in rows if not (isinstance(c, str) and isinstance(r, str))]
+Row = tuple[str, str, str]  # id, content, revision
+
+
+def split_rows(rows: list[list[Any]]) -> tuple[list[Row], list[str], list[str]]:
+    """Rows of ``[id, content|false, rev|false]`` as live rows, ids of vanished nodes and
+    ids of nodes whose id or content is not UTF-8 (written by hand: they stay listed as
+    unembedded, and ``car-dream check`` reports them as malformed)."""
+    live: list[Row] = []
+    gone: list[str] = []
+    malformed: list[str] = []
+    for i, c, r in rows:
+        if not _is_utf8(i) or (isinstance(c, str) and not _is_utf8(c)):
+            malformed.append(i)
+        elif isinstance(c, str) and isinstance(r, str):
+            live.append((i, c, r))
+        else:
+            gone.append(i)
+    return live, gone, malformed
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text that came from bytes that were not UTF-8 (as surrogates)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def vector_args(embedder: Embedder, live: list[Row], gone: list[str]) -> list[Any]:
+    """The STORE_VECTORS arguments: embed the live rows, drop the vanished ids."""
     if live:
         vectors = np.ascontiguousarray(embedder.embed([c for _, c, _ in live]), dtype=np.float32)
         size, blob = vectors.shape[1] * 4, vectors.tobytes()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..insights import slot_id
 from ..pipeline import PassContext
-from ..profiles import load_profiles, profile_digest, profile_insight
+from ..profiles import MISSING, load_profiles, profile_digest, profile_insight
+from ..store import PROFILES_FILE_READ
 from .trajectories import apply_insights, insight_fact
 
 
@@ -15,10 +16,19 @@ class Profiles:
         return ctx.config.outcome_profiles_path is not None
 
     def run(self, ctx: PassContext) -> None:
-        assert ctx.config.outcome_profiles_path is not None
-        profiles, problems = load_profiles(ctx.config.outcome_profiles_path)
-        for problem in problems:
+        """The version of the file last read (its digest, or MISSING) is kept in the meta
+        hash, written last: a file unchanged since was written already and its problems
+        reported, so it costs one read and no repeated warning."""
+        path = ctx.config.outcome_profiles_path
+        assert path is not None
+        loaded = load_profiles(path)
+        if ctx.store.profiles_file_read() == loaded.version:
+            return
+        if loaded.version == MISSING:
+            ctx.report.warn(f"profiles {path}: no such file (CAR_DREAM_OUTCOME_PROFILES_PATH)")
+        for problem in loaded.problems:
             ctx.report.warn(problem, skipped=1)
+        profiles = loaded.by_id
         ids = list(profiles)
         for i in range(0, len(ids), ctx.batch_size):
             chunk = ids[i : i + ctx.batch_size]
@@ -33,3 +43,5 @@ class Profiles:
             ]
             hset = {ctx.store.keys.profile_digests: {m: digests[m] for m in changed}}
             ctx.report.model_insights += apply_insights(ctx, {"hset": hset, "facts": facts})
+        meta = {ctx.store.keys.meta: {PROFILES_FILE_READ: loaded.version}}
+        apply_insights(ctx, {"hset": meta})
