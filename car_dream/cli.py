@@ -102,6 +102,14 @@ def _clock(value: datetime | None) -> str:
     return value.astimezone().strftime("%H:%M:%S") if value else "--:--:--"
 
 
+def _unknown(value: object) -> str:
+    return "?" if value is None else str(value)  # not measured by this pass
+
+
+def _percent(share: float | None) -> str:
+    return "?" if share is None else f"{share * 100:.1f}%"
+
+
 def format_report(r: ConsolidationReport) -> str:
     """One readable line per report."""
     head = f"{_clock(r.started_at)} [{r.namespace}] {r.status}"
@@ -115,7 +123,7 @@ def format_report(r: ConsolidationReport) -> str:
         f"pruned={r.expired_pruned} gc={r.superseded_gc} "
         f"invalidated={r.conclusions_invalidated} embedded={r.nodes_embedded} "
         f"traj_insights={r.trajectory_insights} model_insights={r.model_insights} "
-        f"nodes={r.total_nodes} coverage={r.embedding_coverage * 100:.1f}% "
+        f"nodes={_unknown(r.total_nodes)} coverage={_percent(r.embedding_coverage)} "
         f"in {r.duration_ms:.0f}ms"
     )
     line = f"{head}: {figures}"
