@@ -136,6 +136,17 @@ def format_report(r: ConsolidationReport) -> str:
     return line
 
 
+def next_run_text(entry: dict[str, Any]) -> str:
+    """The schedule entry's next run as ``status`` and ``schedule`` print it."""
+    if entry["next_run_at"] is None:
+        return "disabled"
+    if entry["last_run_at"] is None:
+        return "now (never run)"
+    if entry["due_since"]:
+        return f"now (due since {entry['due_since']})"
+    return str(entry["next_run_at"])
+
+
 def _fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"car-dream: {message}", err=True)
     sys.exit(code)
@@ -354,7 +365,7 @@ def status(env: Env, as_json: bool) -> None:
         f"paused:    {'yes' if state.paused else 'no'}",
         "schedule:  "
         + (
-            f"every {sched['every_secs']}s, next run {sched['next_run_at'] or 'disabled'}, "
+            f"every {sched['every_secs']}s, next run {next_run_text(sched)}, "
             f"last run {sched['last_run_at'] or 'never'}"
             if sched
             else "none (a beat creates it on start)"
@@ -522,7 +533,7 @@ def schedule_show(env: Env, as_json: bool) -> None:
     else:
         click.echo(
             f"{entry['name']}: {entry['task']} every {entry['every_secs']}s, "
-            f"next run {entry['next_run_at'] or 'disabled'}, "
+            f"next run {next_run_text(entry)}, "
             f"last run {entry['last_run_at'] or 'never'}, runs {entry['total_run_count']}"
         )
 
@@ -539,7 +550,7 @@ def schedule_set(env: Env, every: str) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--every") from None
     entry = set_schedule(secs, app)
-    click.echo(f"{entry['name']}: every {entry['every_secs']}s, next run {entry['next_run_at']}")
+    click.echo(f"{entry['name']}: every {entry['every_secs']}s, next run {next_run_text(entry)}")
     if secs < env.config.lock_ttl:
         click.echo(
             f"note: passes coalesce within CAR_DREAM_INTERVAL_SECS/2 = {env.config.lock_ttl}s, "
