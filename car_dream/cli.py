@@ -185,7 +185,7 @@ def dev(env: Env, concurrency: int, demo: bool | None, max_reports: int | None) 
     _sync_schedule(config)
 
     pubsub = env.client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(store.keys.reports_channel)  # before the worker, to miss nothing
+    pubsub.subscribe(store.reports_channel)  # before the worker, to miss nothing
     log_path = Path(config.data_dir).expanduser() / "worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     click.echo(
