@@ -182,7 +182,7 @@ def dev(env: Env, concurrency: int, demo: bool | None, max_reports: int | None) 
     if demo and files.trajectory_dir.is_dir():
         for name, value in files.env().items():
             worker_env.setdefault(name, value)
-    _sync_schedule(config)
+    every = _sync_schedule(config, own_redis)
 
     pubsub = env.client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(store.reports_channel)  # before the worker, to miss nothing
@@ -190,7 +190,7 @@ def dev(env: Env, concurrency: int, demo: bool | None, max_reports: int | None) 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     click.echo(
         f"car-dream dev: Redis {mask_url(url)}{' (embedded)' if own_redis else ''}, "
-        f"namespace {config.namespace!r}, a pass every {config.interval_secs}s; "
+        f"namespace {config.namespace!r}, a pass every {every}s; "
         f"worker log {log_path}. Ctrl-C to stop."
     )
     # Both explicitly: a shell starting us in the background leaves SIGINT ignored.
@@ -222,16 +222,33 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # same clean shutdown as Ctrl-C
 
 
-def _sync_schedule(config: DreamConfig) -> None:
-    # dev runs with the interval it was given, even if an older run stored another.
+def _sync_schedule(config: DreamConfig, own_redis: bool) -> int:
+    """Create the schedule entry if missing; the interval it runs at.
+
+    On the embedded Redis (car-dream's own) dev runs with the interval it was given, even
+    if an older run stored another. Someone's own Redis holds a schedule other beats
+    follow: an existing entry there is left as it is.
+    """
     from .app import app
     from .schedule import ensure_dream_task, get_schedule, set_schedule
 
-    if not ensure_dream_task(app):
-        current = get_schedule(app)
-        if current and current["every_secs"] != config.interval_secs:
-            set_schedule(config.interval_secs, app)
-            click.echo(f"schedule: every {config.interval_secs}s (was {current['every_secs']}s)")
+    if ensure_dream_task(app, warn=False):  # dev says it itself, below
+        return config.interval_secs
+    current = get_schedule(app)
+    if not current or not current["every_secs"] or current["every_secs"] == config.interval_secs:
+        return config.interval_secs
+    was = int(current["every_secs"])
+    if own_redis:
+        set_schedule(config.interval_secs, app)
+        click.echo(f"schedule: every {config.interval_secs}s (was {was}s)")
+        return config.interval_secs
+    click.echo(
+        f"schedule: the entry {current['name']!r} runs every {was}s, not "
+        f"CAR_DREAM_INTERVAL_SECS={config.interval_secs}; left as it is (change it with "
+        f"`car-dream schedule set --every {config.interval_secs}s`)",
+        err=True,
+    )
+    return was
 
 
 def _start_worker(env: dict[str, str], concurrency: int, log_path: Path) -> subprocess.Popen[bytes]:

@@ -78,8 +78,10 @@ def _entry(celery_app: Celery, every_secs: int, config: DreamConfig) -> RedBeatS
     )
 
 
-def ensure_dream_task(celery_app: Celery | None = None) -> bool:
+def ensure_dream_task(celery_app: Celery | None = None, *, warn: bool = True) -> bool:
     """Create the beat entry (every ``interval_secs``) unless it exists; True if created.
+
+    With ``warn``, an existing entry whose interval differs from the setting is logged.
 
     Atomic (HSETNX on the definition), so beats starting together create it once.
     With ``CAR_DREAM_DISPATCH=true`` the entry is ``car-dream-dispatch`` (task
@@ -105,7 +107,7 @@ def ensure_dream_task(celery_app: Celery | None = None) -> bool:
             pipe.execute()
         log.info("car-dream: created beat entry %r every %ss", entry.name, config.interval_secs)
         return True
-    current = get_schedule(target)
+    current = get_schedule(target) if warn else None
     if current and current["every_secs"] != config.interval_secs:
         log.warning(
             "car-dream: beat entry %r runs every %ss, not CAR_DREAM_INTERVAL_SECS=%s; "

@@ -208,6 +208,25 @@ def _kill_embedded(data: Path) -> None:
             os.kill(int(pid), signal.SIGKILL)
 
 
+def test_dev_leaves_the_schedule_of_your_own_redis_as_it_is(
+    db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    app = fresh_app(monkeypatch, redis_url, interval_secs=6)
+    assert ensure_dream_task(app)  # a shared schedule someone else's beat follows
+    env = process_env(redis_url, tmp_path / "data", interval_secs=20)
+    log = procs.start("dev", [*DEV, "--max-reports", "1"], env)
+    proc = procs.procs[-1][0]
+    proc.wait(120)
+    out = log.read_text()
+    assert proc.returncode == 0, out
+    assert "[default] completed" in out  # the entry, never run, was due at once
+    assert "runs every 6s, not CAR_DREAM_INTERVAL_SECS=20; left as it is" in out
+    assert "a pass every 6s" in out
+    entry = get_schedule(fresh_app_keep(monkeypatch, redis_url))
+    assert entry is not None and entry["every_secs"] == 6
+
+
 def test_dev_prints_only_the_reports_of_its_own_database(
     db: redis.Redis, redis_url: str, other_redis_url: str, procs: Processes, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
