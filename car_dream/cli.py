@@ -23,6 +23,7 @@ import redis
 
 from .config import DreamConfig, load_config, mask_url
 from .errors import CarDreamError, ConfigError
+from .keys import validate_namespace
 from .report import ConsolidationReport
 
 __all__ = ["cli", "format_report", "main"]
@@ -82,9 +83,23 @@ class _Group(click.Group):
 pass_env = click.make_pass_decorator(Env, ensure=True)
 
 
+def _namespace_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    # Checked here, so a bad -N is a usage error of -N, not of CAR_DREAM_NAMESPACE.
+    if value is None:
+        return None
+    try:
+        return validate_namespace(value)
+    except CarDreamError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "-N", "--namespace", metavar="NAME", help="Memory namespace (default: CAR_DREAM_NAMESPACE)."
+    "-N",
+    "--namespace",
+    metavar="NAME",
+    callback=_namespace_option,
+    help="Memory namespace (default: CAR_DREAM_NAMESPACE).",
 )
 @click.pass_context
 def cli(ctx: click.Context, namespace: str | None) -> None:

@@ -44,6 +44,13 @@ def test_settings_error_names_the_variable_and_exits_2(cli: Cli) -> None:
     assert "CAR_DREAM_REDIS_URL" in out.stderr and "hunter2" not in out.stderr
 
 
+def test_a_bad_namespace_option_is_a_usage_error_of_the_option(cli: Cli) -> None:
+    out = cli("-N", "a b", "status")
+    assert out.returncode == 2
+    assert "'-N' / '--namespace'" in out.stderr and "invalid namespace 'a b'" in out.stderr
+    assert "CAR_DREAM_NAMESPACE" not in out.stderr
+
+
 def test_ingest_keeps_good_lines_and_numbers_bad_ones(
     cli: Cli, real_store: MemoryStore, tmp_path: Path
 ) -> None:
