@@ -342,16 +342,23 @@ def trigger(env: Env, force: bool, wait: bool, timeout: float) -> None:
 
 
 @cli.command()
-@click.option("-n", "count", default=10, show_default=True, help="How many, newest first.")
+@click.option(
+    "-n",
+    "count",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="How many, newest first.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @pass_env
 def reports(env: Env, count: int, as_json: bool) -> None:
     """Show the last reports of the namespace."""
-    items = env.store.reports(max(1, count))
+    items = env.store.reports(count)
     if as_json:
         click.echo(json.dumps([r.model_dump(mode="json") for r in items], indent=2))
         return
-    if not items:
+    if not items and count:  # -n 0 asked for none
         click.echo("no reports yet")
     for r in items:
         click.echo(format_report(r))

@@ -51,6 +51,18 @@ def test_a_bad_namespace_option_is_a_usage_error_of_the_option(cli: Cli) -> None
     assert "CAR_DREAM_NAMESPACE" not in out.stderr
 
 
+def test_reports_n_zero_prints_none_and_negative_is_refused(
+    cli: Cli, real_store: MemoryStore
+) -> None:
+    assert cli("run-once").returncode == 0
+    assert len(cli("reports", "-n", "1").stdout.splitlines()) == 1
+    out = cli("reports", "-n", "0")
+    assert out.returncode == 0 and out.stdout == "", out.stdout
+    assert json.loads(cli("reports", "-n", "0", "--json").stdout) == []
+    out = cli("reports", "-n", "-1")
+    assert out.returncode == 2 and "'-n'" in out.stderr and out.stdout == ""
+
+
 def test_ingest_keeps_good_lines_and_numbers_bad_ones(
     cli: Cli, real_store: MemoryStore, tmp_path: Path
 ) -> None:
