@@ -44,6 +44,14 @@ def test_settings_error_names_the_variable_and_exits_2(cli: Cli) -> None:
     assert "CAR_DREAM_REDIS_URL" in out.stderr and "hunter2" not in out.stderr
 
 
+def test_an_at_in_the_password_says_to_percent_encode_it(cli: Cli) -> None:
+    out = cli("status", CAR_DREAM_REDIS_URL="redis://:hunter@2@127.0.0.1:6379/0")
+    assert out.returncode == 2, out.stderr
+    assert len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr
+    assert "CAR_DREAM_REDIS_URL" in out.stderr and "percent-encode it as %40" in out.stderr
+    assert "hunter" not in out.stderr and "2@127" not in out.stderr
+
+
 def test_a_bad_namespace_option_is_a_usage_error_of_the_option(cli: Cli) -> None:
     out = cli("-N", "a b", "status")
     assert out.returncode == 2
