@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 import click
 import redis
 
+from .cli_embedded import embedded
 from .config import DreamConfig, load_config, mask_url
 from .errors import CarDreamError, ConfigError
 from .keys import validate_namespace
@@ -108,6 +109,9 @@ def cli(ctx: click.Context, namespace: str | None) -> None:
         # Through the environment, so the Celery app and the worker we start agree.
         os.environ["CAR_DREAM_NAMESPACE"] = namespace
     ctx.obj = Env()
+
+
+cli.add_command(embedded)
 
 
 # -- formatting -------------------------------------------------------------------
