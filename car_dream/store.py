@@ -20,7 +20,7 @@ from .report import ConsolidationReport
 from .scripts import Scripts
 from .writes import KINDS, NodeKind, WriteBatch, _Call, _Writes, check_reply, to_epoch
 
-__all__ = ["KINDS", "MemoryStore", "Node", "NodeKind", "WriteBatch", "to_epoch"]
+__all__ = ["KINDS", "MemoryStore", "Node", "NodeKind", "WriteBatch", "database_of", "to_epoch"]
 
 REPORTS_KEPT = 100
 
@@ -61,14 +61,18 @@ class MemoryStore(_Writes[bool]):
     """
 
     def __init__(self, client: Any, namespace: str = "default") -> None:
-        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
-        if kwargs.get("decode_responses"):
+        if _connection_kwargs(client).get("decode_responses"):
             raise ConfigError("MemoryStore needs a Redis client with decode_responses=False")
         self.client = client
         self.namespace = namespace
         self.keys = Keys(namespace)
         self.scripts = Scripts.of(client)
         self._registered = False
+
+    @property
+    def reports_channel(self) -> str:
+        """The live report channel of this namespace in this client's database."""
+        return self.keys.reports_channel(database_of(self.client))
 
     def batch(self) -> WriteBatch:
         """A :class:`WriteBatch` on this store: validate now, send all at once."""
@@ -208,10 +212,10 @@ class MemoryStore(_Writes[bool]):
         pipe.lpush(self.keys.reports, data)
         pipe.ltrim(self.keys.reports, 0, REPORTS_KEPT - 1)
         if not cluster:  # one round trip; a cluster pipeline refuses PUBLISH (no key)
-            pipe.publish(self.keys.reports_channel, data)
+            pipe.publish(self.reports_channel, data)
         pipe.execute()
         if cluster:
-            self.client.publish(self.keys.reports_channel, data)
+            self.client.publish(self.reports_channel, data)
 
     def reports(self, n: int = 10) -> list[ConsolidationReport]:
         """The last ``n`` reports, newest first."""
@@ -219,6 +223,16 @@ class MemoryStore(_Writes[bool]):
             return []
         raw = self.client.lrange(self.keys.reports, 0, n - 1)
         return [ConsolidationReport.model_validate_json(r) for r in raw]
+
+
+def database_of(client: Any) -> int:
+    """The database number ``client`` talks to (0 on a cluster, which has only that)."""
+    return int(_connection_kwargs(client).get("db") or 0)
+
+
+def _connection_kwargs(client: Any) -> dict[str, Any]:
+    # A cluster client has no single pool; these are then empty.
+    return getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
 
 
 def coverage(total: int, unembedded: int) -> float:

@@ -17,8 +17,9 @@ import pytest
 import redis
 
 from car_dream.check import CheckReport, check_store
+from car_dream.keys import Keys
 from car_dream.report import ConsolidationReport
-from car_dream.store import MemoryStore
+from car_dream.store import MemoryStore, database_of
 
 from ..celery_env import Processes
 from ..conftest import wait_for
@@ -203,7 +204,8 @@ class ReportTap:
     def __init__(self, url: str, namespace: str = "default") -> None:
         import threading
 
-        self.url, self.channel = url, f"car-dream:{{{namespace}}}:reports:live"
+        db = database_of(redis.Redis.from_url(url))
+        self.url, self.channel = url, Keys(namespace).reports_channel(db)
         self.reports: list[ConsolidationReport] = []
         self._stop = threading.Event()
         self._ready = threading.Event()
