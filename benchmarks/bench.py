@@ -1073,7 +1073,7 @@ class Bench:
 
 
 class ReportListener:
-    """Every report published on ``car-dream:*:reports:live``, stamped on arrival."""
+    """Every report published on database 0's live channels, stamped on arrival."""
 
     def __init__(self, port: int, sink: list[dict[str, Any]]) -> None:
         self.client = redis.Redis(port=port)
@@ -1083,7 +1083,9 @@ class ReportListener:
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def start(self) -> None:
-        self.pubsub.psubscribe("car-dream:*:reports:live")
+        from car_dream.keys import reports_channel_pattern
+
+        self.pubsub.psubscribe(reports_channel_pattern(0))
         self.thread.start()
         time.sleep(0.2)
 

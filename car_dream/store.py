@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .connection import is_cluster
+from .connection import connection_kwargs, database_of, is_cluster
 from .errors import ConfigError
 from .keys import NAMESPACES_KEY, Keys, validate_node_id
 from .node import KINDS, IndexSizes, Node, NodeKind, coverage, text
@@ -46,14 +46,18 @@ class MemoryStore(Writes[bool]):
     """
 
     def __init__(self, client: Any, namespace: str = "default") -> None:
-        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
-        if kwargs.get("decode_responses"):
+        if connection_kwargs(client).get("decode_responses"):
             raise ConfigError("MemoryStore needs a Redis client with decode_responses=False")
         self.client = client
         self.namespace = namespace
         self.keys = Keys(namespace)
         self.scripts = Scripts.of(client)
         self._registered = False
+
+    @property
+    def reports_channel(self) -> str:
+        """The live report channel of this namespace in this client's database."""
+        return self.keys.reports_channel(database_of(self.client))
 
     def batch(self) -> WriteBatch:
         """A :class:`WriteBatch` on this store: validate now, send all at once."""
@@ -226,10 +230,10 @@ class MemoryStore(Writes[bool]):
         pipe.lpush(self.keys.reports, data)
         pipe.ltrim(self.keys.reports, 0, REPORTS_KEPT - 1)
         if not cluster:  # one round trip; a cluster pipeline refuses PUBLISH (no key)
-            pipe.publish(self.keys.reports_channel, data)
+            pipe.publish(self.reports_channel, data)
         pipe.execute()
         if cluster:
-            self.client.publish(self.keys.reports_channel, data)
+            self.client.publish(self.reports_channel, data)
 
     def reports(self, n: int = 10) -> list[ConsolidationReport]:
         """The last ``n`` reports, newest first."""

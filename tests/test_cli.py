@@ -44,6 +44,33 @@ def test_settings_error_names_the_variable_and_exits_2(cli: Cli) -> None:
     assert "CAR_DREAM_REDIS_URL" in out.stderr and "hunter2" not in out.stderr
 
 
+def test_an_at_in_the_password_says_to_percent_encode_it(cli: Cli) -> None:
+    out = cli("status", CAR_DREAM_REDIS_URL="redis://:hunter@2@127.0.0.1:6379/0")
+    assert out.returncode == 2, out.stderr
+    assert len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr
+    assert "CAR_DREAM_REDIS_URL" in out.stderr and "percent-encode it as %40" in out.stderr
+    assert "hunter" not in out.stderr and "2@127" not in out.stderr
+
+
+def test_a_bad_namespace_option_is_a_usage_error_of_the_option(cli: Cli) -> None:
+    out = cli("-N", "a b", "status")
+    assert out.returncode == 2
+    assert "'-N' / '--namespace'" in out.stderr and "invalid namespace 'a b'" in out.stderr
+    assert "CAR_DREAM_NAMESPACE" not in out.stderr
+
+
+def test_reports_n_zero_prints_none_and_negative_is_refused(
+    cli: Cli, real_store: MemoryStore
+) -> None:
+    assert cli("run-once").returncode == 0
+    assert len(cli("reports", "-n", "1").stdout.splitlines()) == 1
+    out = cli("reports", "-n", "0")
+    assert out.returncode == 0 and out.stdout == "", out.stdout
+    assert json.loads(cli("reports", "-n", "0", "--json").stdout) == []
+    out = cli("reports", "-n", "-1")
+    assert out.returncode == 2 and "'-n'" in out.stderr and out.stdout == ""
+
+
 def test_ingest_keeps_good_lines_and_numbers_bad_ones(
     cli: Cli, real_store: MemoryStore, tmp_path: Path
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -40,11 +41,31 @@ def test_secrets_come_from_the_environment(compose: dict[str, Any]) -> None:
     assert "FLOWER_UNAUTHENTICATED_API" not in services["flower"]["environment"]
 
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+def docker_compose_config(**secrets: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_PASSWORD", "FLOWER_BASIC_AUTH")}
+    return subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), "config", "-q"],
+        capture_output=True, text=True, timeout=60, check=False, env={**env, **secrets},
+    )  # fmt: skip
+
+
+needs_compose = pytest.mark.skipif(
+    shutil.which("docker-compose") is None, reason="docker-compose not installed"
+)
+
+
+@needs_compose
 def test_docker_compose_config_validates() -> None:
     # .ci/run installs Debian's docker-compose, which validates without a Docker engine.
-    result = subprocess.run(
-        ["docker-compose", "-f", str(COMPOSE), "config", "-q"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    result = docker_compose_config(REDIS_PASSWORD="0123abcd", FLOWER_BASIC_AUTH="admin:pw")
     assert result.returncode == 0, result.stderr
+
+
+@needs_compose
+def test_docker_compose_config_fails_without_the_secrets() -> None:
+    result = docker_compose_config()
+    assert result.returncode != 0
+    assert "set REDIS_PASSWORD" in result.stderr
+    result = docker_compose_config(REDIS_PASSWORD="0123abcd")
+    assert result.returncode != 0
+    assert "set FLOWER_BASIC_AUTH" in result.stderr

@@ -171,3 +171,34 @@ def test_mask_url_keeps_an_ipv6_host_valid() -> None:
 def test_mask_url_never_raises(url: str) -> None:
     masked = mask_url(url)
     assert masked is not None and "pw" not in masked
+
+
+@pytest.mark.parametrize(
+    "var", ["CAR_DREAM_REDIS_URL", "CAR_DREAM_BROKER_URL", "CAR_DREAM_MEMORY_URL"]
+)
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:pa@ss-word@127.0.0.1:6379/0",
+        "redis://user:pa@ss-word@127.0.0.1:6379/0",
+        "redis://pa@ss-word@127.0.0.1:6379/0",
+        "redis://:pa@@ss-word@127.0.0.1:6379/0",
+    ],
+)
+def test_an_unencoded_at_in_the_password_is_named_and_not_shown(
+    monkeypatch: pytest.MonkeyPatch, var: str, url: str
+) -> None:
+    monkeypatch.setenv(var, url)
+    with pytest.raises(ConfigError) as info:
+        load_config()
+    message = str(info.value)
+    assert var in message and "percent-encode" in message and "%40" in message
+    for part in ("pa@", "ss-word"):
+        assert part not in message
+        assert part not in "".join(traceback.format_exception(info.value))
+
+
+def test_a_percent_encoded_at_is_fine() -> None:
+    url = "redis://:pa%40ss-word@127.0.0.1:6379/0"
+    assert load_config(redis_url=url).redis_url == url
+    assert mask_url(url) == "redis://:***@127.0.0.1:6379/0"

@@ -7,6 +7,7 @@ real Redis server too, since fakeredis's Lua is never the only proof a script wo
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -414,6 +415,31 @@ def test_reports_keep_the_last_100_newest_first(store: MemoryStore) -> None:
     assert [r.total_nodes for r in everything] == list(range(104, 4, -1))
     assert [r.total_nodes for r in store.reports(3)] == [104, 103, 102]
     assert store.reports()[0].started_at == T0
+
+
+def test_live_reports_stay_in_their_database(
+    real_client: redis.Redis, other_redis_url: str, namespace: str
+) -> None:
+    # Pub/sub is server-wide: the same namespace in another database has its own channel.
+    mine = MemoryStore(real_client, namespace)
+    other = redis.Redis.from_url(other_redis_url)
+    theirs = MemoryStore(other, namespace)
+    assert mine.reports_channel != theirs.reports_channel
+    pubsub = real_client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(mine.reports_channel)
+    try:
+        theirs.record_report(ConsolidationReport(started_at=T0, namespace=namespace, reason="b"))
+        mine.record_report(ConsolidationReport(started_at=T0, namespace=namespace, reason="a"))
+        received: list[str | None] = []
+        deadline = time.monotonic() + 30
+        while "a" not in received and time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=1)  # None for the subscription's own reply
+            if message is not None:
+                received.append(ConsolidationReport.model_validate_json(message["data"]).reason)
+        assert received == ["a"]
+    finally:
+        pubsub.close()
+        other.close()
 
 
 def test_reports_empty(store: MemoryStore) -> None:

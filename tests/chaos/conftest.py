@@ -17,6 +17,8 @@ import pytest
 import redis
 
 from car_dream.check import CheckReport, check_store
+from car_dream.connection import database_of
+from car_dream.keys import Keys
 from car_dream.report import ConsolidationReport
 from car_dream.store import MemoryStore
 
@@ -203,7 +205,8 @@ class ReportTap:
     def __init__(self, url: str, namespace: str = "default") -> None:
         import threading
 
-        self.url, self.channel = url, f"car-dream:{{{namespace}}}:reports:live"
+        db = database_of(redis.Redis.from_url(url))
+        self.url, self.channel = url, Keys(namespace).reports_channel(db)
         self.reports: list[ConsolidationReport] = []
         self._stop = threading.Event()
         self._ready = threading.Event()

