@@ -27,6 +27,11 @@ from car_dream.config import DreamConfig, load_config
 from car_dream.keys import NAMESPACES_KEY
 from car_dream.store import MemoryStore
 
+# Under CI=true a skipped or xfailed test fails the run (tests/ci_strict.py).
+from .ci_strict import pytest_make_collect_report, pytest_runtest_makereport
+
+__all__ = ["pytest_make_collect_report", "pytest_runtest_makereport"]
+
 REDIS_HOST = os.environ.get("CAR_DREAM_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("CAR_DREAM_TEST_REDIS_PORT", "6379"))
 
