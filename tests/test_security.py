@@ -33,7 +33,7 @@ from car_dream.tasks import TASK_NAME, register
 
 from .celery_env import FAST_WORKER, Processes, fresh_app, process_env, procs_fixture  # noqa: F401
 from .conftest import free_port, wait_for
-from .servers import RedisServer
+from .servers import RedisServer, redis_binary
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -170,6 +170,8 @@ def _openssl(*args: str, cwd: Path) -> None:
 def tls_server(tmp_path: Path) -> Iterator[tuple[RedisServer, Path]]:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make a throwaway CA")
+    if not _built_with_tls():
+        pytest.skip(f"{redis_binary()} was built without TLS")
     d = tmp_path / "pki"
     d.mkdir()
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
@@ -187,12 +189,19 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[RedisServer, Path]]:
         "--tls-auth-clients", "no", "--requirepass", PASSWORD,
     ], password=PASSWORD)  # fmt: skip
     try:
-        server.start()
-    except AssertionError:
-        pytest.skip("this redis-server was built without TLS")
-    server.tls_port = tls_port  # type: ignore[attr-defined]
-    yield server, d / "ca.pem"
-    server.stop()
+        server.start()  # a failure here fails the test: TLS support was asked about above
+        server.tls_port = tls_port  # type: ignore[attr-defined]
+        yield server, d / "ca.pem"
+    finally:
+        server.stop()
+
+
+def _built_with_tls() -> bool:
+    """A build without TLS refuses the ``tls-port`` directive; one with TLS, given
+    nothing to listen on, exits at once."""
+    cmd = [redis_binary(), "--port", "0", "--tls-port", "0", "--save", ""]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    return "Bad directive" not in out.stdout + out.stderr
 
 
 def test_rediss_against_a_tls_redis(
