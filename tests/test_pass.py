@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -351,12 +353,21 @@ def test_every_report_is_kept(store: MemoryStore, config: DreamConfig) -> None:
 
 
 def test_report_timing_fields(store: MemoryStore, config: DreamConfig) -> None:
-    t = [NOW]
+    """started_at and finished_at are the pass's first and last clock readings, and
+    duration_ms is measured on the monotonic clock: a wall clock that jumps an hour per
+    reading does not make a pass last hours."""
+    readings: list[float] = []
 
-    def ticking() -> float:
-        t[0] += 0.5
-        return t[0]
+    def jumping() -> float:
+        readings.append(NOW + 3600 * len(readings))
+        return readings[-1]
 
-    report = run_pass(store, config, clock=ticking)
-    assert report.finished_at is not None and report.finished_at > report.started_at
-    assert report.duration_ms >= 0
+    before = time.monotonic()
+    report = run_pass(store, config, clock=jumping)
+    elapsed_ms = (time.monotonic() - before) * 1000
+    assert report.status == "completed"
+    assert report.started_at == datetime.fromtimestamp(readings[0], UTC)
+    assert report.finished_at == datetime.fromtimestamp(readings[-1], UTC)
+    assert len(readings) >= 2 and report.finished_at > report.started_at
+    assert 0 < report.duration_ms <= elapsed_ms
+    assert store.reports(1)[0].duration_ms == report.duration_ms  # as stored
