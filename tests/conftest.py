@@ -163,6 +163,20 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
         proc.wait(timeout)
 
 
+# `make test-fast` runs `pytest -m "not integration"`: a test is integration when it uses
+# a real server or a process of its own, through one of these fixtures (or its parameter
+# "real", or a marker of its own).
+REAL_FIXTURES = frozenset(
+    {"redis_url", "procs", "secured", "tls_server", "rabbit_queue", "cluster"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """How many malformed inputs tests/test_malformed.py tried, per category."""
     from .inputs_tried import TRIED

@@ -18,6 +18,7 @@ from car_dream.report import ConsolidationReport
 from car_dream.tasks import TASK_NAME, register
 
 
+@pytest.mark.integration  # a fresh interpreter
 def test_import_has_no_side_effects(tmp_path: Path) -> None:
     code = (
         "import car_dream, sys; "

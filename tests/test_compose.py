@@ -40,6 +40,7 @@ def test_secrets_come_from_the_environment(compose: dict[str, Any]) -> None:
     assert "FLOWER_UNAUTHENTICATED_API" not in services["flower"]["environment"]
 
 
+@pytest.mark.integration  # runs docker-compose
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
 def test_docker_compose_config_validates() -> None:
     # .ci/run installs Debian's docker-compose, which validates without a Docker engine.

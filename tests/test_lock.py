@@ -22,7 +22,7 @@ from car_dream.store import MemoryStore
 from .conftest import stop_process, wait_for
 
 
-@pytest.fixture(params=["fake", "real"])
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.integration)])
 def store(request: pytest.FixtureRequest) -> MemoryStore:
     return request.getfixturevalue("fake_store" if request.param == "fake" else "real_store")
 

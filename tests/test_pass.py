@@ -23,7 +23,7 @@ def clock() -> float:
     return NOW
 
 
-@pytest.fixture(params=["fake", "real"])
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.integration)])
 def store(request: pytest.FixtureRequest) -> MemoryStore:
     return request.getfixturevalue("fake_store" if request.param == "fake" else "real_store")
 

@@ -19,7 +19,7 @@ from car_dream.store import MemoryStore
 from .conftest import wait_for
 
 
-@pytest.fixture(params=["fake", "real"])
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.integration)])
 def store(request: pytest.FixtureRequest) -> MemoryStore:
     return request.getfixturevalue("fake_store" if request.param == "fake" else "real_store")
 

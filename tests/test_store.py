@@ -29,7 +29,7 @@ from car_dream.store import MemoryStore, Node
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["fake", "real"])
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.integration)])
 def store(request: pytest.FixtureRequest) -> MemoryStore:
     """The same test on fakeredis and on the real server."""
     return request.getfixturevalue(f"{request.param}_store")
