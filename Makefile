@@ -42,13 +42,13 @@ bench-quick: $(VENV)/.stamp-embedded
 	$(BIN)/python -m benchmarks.bench --quick $(BENCH_ARGS)
 
 lint: $(VENV)/.stamp-embedded+flower+test+dev
-	$(BIN)/ruff check car_dream tests
-	$(BIN)/ruff format --check car_dream tests
+	$(BIN)/ruff check car_dream tests benchmarks
+	$(BIN)/ruff format --check car_dream tests benchmarks
 	$(BIN)/mypy
 
 fmt: $(VENV)/.stamp-embedded+flower+test+dev
-	$(BIN)/ruff format car_dream tests
-	$(BIN)/ruff check --fix car_dream tests
+	$(BIN)/ruff format car_dream tests benchmarks
+	$(BIN)/ruff check --fix car_dream tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
