@@ -55,9 +55,12 @@ def stays(predicate: Any, seconds: float) -> bool:
 
 
 def test_worker_and_beat_run_scheduled_passes(
-    db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
+    db: redis.Redis,
+    redis_url: str,
+    procs: Processes,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     env = process_env(redis_url, tmp_path / "data", interval_secs=2)
     procs.worker(env)
     procs.beat(env)
@@ -79,9 +82,12 @@ def fresh_app_keep(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> Any:
 
 
 def test_ten_concurrent_triggers_give_one_pass_and_one_trailing_pass(
-    db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
+    db: redis.Redis,
+    redis_url: str,
+    procs: Processes,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     settings = {"interval_secs": 120, "max_trailing": 1}
     store = MemoryStore(db, "default")
     now = time.time()
@@ -138,9 +144,12 @@ def test_two_beats_send_one_pass_per_window(
 
 
 def test_flower_lists_the_task_with_its_report(
-    db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
+    db: redis.Redis,
+    redis_url: str,
+    procs: Processes,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     env = process_env(redis_url, tmp_path / "data", interval_secs=60)
     procs.worker(env)
     port = free_port()

@@ -46,6 +46,9 @@ def test_docker_compose_config_validates() -> None:
     # .ci/run installs Debian's docker-compose, which validates without a Docker engine.
     result = subprocess.run(
         ["docker-compose", "-f", str(COMPOSE), "config", "-q"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr

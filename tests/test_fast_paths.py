@@ -27,17 +27,27 @@ BASE: dict[str, Any] = {
     "source": "agent-a",
     "action_count": 2,
     "events": [
-        {"kind": "action_succeeded", "action_id": "a1", "tool": "search", "data": None,
-         "duration_ms": 12.5},
-        {"kind": "action_failed", "action_id": "a2", "tool": "shell", "data": {"x": 1},
-         "duration_ms": 3},
+        {
+            "kind": "action_succeeded",
+            "action_id": "a1",
+            "tool": "search",
+            "data": None,
+            "duration_ms": 12.5,
+        },
+        {
+            "kind": "action_failed",
+            "action_id": "a2",
+            "tool": "shell",
+            "data": {"x": 1},
+            "duration_ms": 3,
+        },
         {"kind": "replanned"},
     ],
     "outcome": "replan_success",
     "timestamp": "2025-03-01T10:00:00.123Z",
     "duration_ms": 250.0,
     "replan_attempts": 1,
-}  # fmt: skip
+}
 
 
 def variant(**changes: Any) -> bytes:
@@ -117,8 +127,9 @@ def slow(raw: bytes) -> tuple[str, str, list[tuple[str, str]]] | str:
         r = parse_line(raw)
     except ValueError as exc:
         return str(exc)
-    counted = [(e.tool, COUNTED_EVENTS[e.kind]) for e in r.events
-               if e.tool and e.kind in COUNTED_EVENTS]  # fmt: skip
+    counted = [
+        (e.tool, COUNTED_EVENTS[e.kind]) for e in r.events if e.tool and e.kind in COUNTED_EVENTS
+    ]
     return r.source, r.outcome, counted
 
 

@@ -42,15 +42,27 @@ def record(
     tool_results: list[tuple[str, bool]], outcome: str = "success", source: str = "planner"
 ) -> str:
     events = [
-        {"kind": "action_succeeded" if ok else "action_failed", "action_id": f"a{i}",
-         "tool": tool, "data": {}, "duration_ms": 3}
+        {
+            "kind": "action_succeeded" if ok else "action_failed",
+            "action_id": f"a{i}",
+            "tool": tool,
+            "data": {},
+            "duration_ms": 3,
+        }
         for i, (tool, ok) in enumerate(tool_results)
-    ]  # fmt: skip
-    return json.dumps({
-        "proposal_id": "p1", "source": source, "action_count": len(events), "events": events,
-        "outcome": outcome, "timestamp": "2026-11-26T08:00:00Z", "duration_ms": 12.5,
-        "replan_attempts": 0,
-    })  # fmt: skip
+    ]
+    return json.dumps(
+        {
+            "proposal_id": "p1",
+            "source": source,
+            "action_count": len(events),
+            "events": events,
+            "outcome": outcome,
+            "timestamp": "2026-11-26T08:00:00Z",
+            "duration_ms": 12.5,
+            "replan_attempts": 0,
+        }
+    )
 
 
 # -- expiry ----------------------------------------------------------------------
@@ -217,9 +229,11 @@ def test_trajectory_insights_and_watermark(store: MemoryStore, tmp_path: Path) -
     config = traj_config(tmp_path)
     log = tmp_path / "traj" / "run.jsonl"
     log.write_text(
-        record([("search", True), ("search", False), ("shell", True)]) + "\n"
-        + record([("search", True)], outcome="failed") + "\n"
-    )  # fmt: skip
+        record([("search", True), ("search", False), ("shell", True)])
+        + "\n"
+        + record([("search", True)], outcome="failed")
+        + "\n"
+    )
     report = force_pass(store, config)
     assert report.trajectory_insights == 3  # search, shell, planner
     facts = {n.subject: n for n in store.iter_nodes("fact")}
