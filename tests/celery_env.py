@@ -67,9 +67,13 @@ class Processes:
         log = self.tmp_path / f"{name}.log"
         with open(log, "wb") as fh:
             proc = subprocess.Popen(
-                cmd, env=env, cwd=self.tmp_path, stdout=fh, stderr=subprocess.STDOUT,
+                cmd,
+                env=env,
+                cwd=self.tmp_path,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         self.procs.append((proc, log))
         return log
 
@@ -79,10 +83,16 @@ class Processes:
     def worker(self, env: dict[str, str], name: str = "worker", concurrency: int = 2) -> Path:
         log = self.celery(
             name,
-            ["worker", *FAST_WORKER, "--concurrency", str(concurrency),
-             "--hostname", f"{name}-{os.getpid()}@%h"],
+            [
+                "worker",
+                *FAST_WORKER,
+                "--concurrency",
+                str(concurrency),
+                "--hostname",
+                f"{name}-{os.getpid()}@%h",
+            ],
             env,
-        )  # fmt: skip
+        )
         self.wait_log(log, " ready.", timeout=60)
         return log
 

