@@ -541,4 +541,7 @@ def schedule_set(env: Env, every: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from .startup import warn_unknown_settings
+
+    warn_unknown_settings()
     cli.main(args=argv, prog_name="car-dream")
