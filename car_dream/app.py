@@ -267,7 +267,11 @@ def _ensure_schedule(sender: Any = None, **_: Any) -> None:
     target = _ours(sender)
     if target is None:
         return
+    from .beat import DreamScheduler
     from .schedule import ensure_dream_task
+
+    if isinstance(getattr(sender, "scheduler", None), DreamScheduler):
+        return  # it creates the entry in its first tick, when Redis is there
 
     try:
         ensure_dream_task(target)
