@@ -122,6 +122,20 @@ class Processes:
             sys.stderr.write(f"\n----- {log.name} -----\n{log.read_text(errors='replace')[-4000:]}")
 
 
+def start_up_failure(
+    role: str, redis_url: str | None, cwd: Path, timeout: float = 90, **settings: Any
+) -> str:
+    """Run ``celery -A car_dream <role>`` in ``cwd``; it must exit non-zero. Its output."""
+    env = process_env(redis_url, cwd / "data", **settings)
+    cmd = [*celery_bin(), "-A", "car_dream", role, "--loglevel", "INFO"]
+    done = subprocess.run(
+        cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    text = done.stdout + done.stderr
+    assert done.returncode != 0, text
+    return text
+
+
 @pytest.fixture(name="procs")
 def procs_fixture(tmp_path: Path) -> Iterator[Processes]:
     p = Processes(tmp_path)

