@@ -47,7 +47,11 @@ class Env:
     def client(self) -> Any:
         from .app import memory_client
 
-        return memory_client(self.config.memory_url or self.url, socket_connect_timeout=5)
+        client = memory_client(self.config.memory_url or self.url, socket_connect_timeout=5)
+        # One round trip, so that a Redis that is away or refuses the password gets the
+        # same one-line error from every command, the pass of run-once included.
+        client.ping()
+        return client
 
     @cached_property
     def store(self) -> Any:

@@ -56,6 +56,7 @@ def scheduler(fake: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch) -> Dre
     s = DreamScheduler.__new__(DreamScheduler)
     s.app = SimpleNamespace(redbeat_conf=SimpleNamespace(redis_url=URL))
     s.lock_key, s.lock_timeout, s.max_interval = LOCK_KEY, 25, MAX_INTERVAL
+    s._set_up = s._entry_ensured = True  # start-up got that far: Redis answered then
     s.lock = s._new_lock()
     assert s.lock.acquire(blocking=False)
     return s
