@@ -2,7 +2,7 @@
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE-MIT LICENSE-APACHE ./
 COPY car_dream ./car_dream
 RUN pip install ".[flower]" \
     && useradd --create-home --uid 1000 dream \

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint fmt chaos bench bench-quick clean install
+.PHONY: run test test-fast lint fmt chaos bench bench-quick clean install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ run: $(VENV)/.stamp-embedded
 test: $(VENV)/.stamp-embedded+flower+test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Unit tests only: every test marked integration (a real server or a process of its own,
+# see tests/conftest.py) is left out.
+test-fast: $(VENV)/.stamp-embedded+flower+test
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
 # tests/chaos is not collected by `make test` (norecursedirs): real redis-servers of its
 # own, real workers and beats, faults injected; it ends with a table.
 chaos: $(VENV)/.stamp-embedded+flower+test
@@ -37,13 +42,13 @@ bench-quick: $(VENV)/.stamp-embedded
 	$(BIN)/python -m benchmarks.bench --quick $(BENCH_ARGS)
 
 lint: $(VENV)/.stamp-embedded+flower+test+dev
-	$(BIN)/ruff check car_dream tests
-	$(BIN)/ruff format --check car_dream tests
+	$(BIN)/ruff check car_dream tests benchmarks
+	$(BIN)/ruff format --check car_dream tests benchmarks
 	$(BIN)/mypy
 
 fmt: $(VENV)/.stamp-embedded+flower+test+dev
-	$(BIN)/ruff format car_dream tests
-	$(BIN)/ruff check --fix car_dream tests
+	$(BIN)/ruff format car_dream tests benchmarks
+	$(BIN)/ruff check --fix car_dream tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -993,7 +993,9 @@ class Bench:
         def new_interval(tag: str) -> None:
             past = time.time() - 60
             for ns in names:
-                rows = [("fact", f"{tag}-f{i}", content(i), None, [], None) for i in range(churn)]
+                rows: list[tuple[Any, ...]] = [
+                    ("fact", f"{tag}-f{i}", content(i), None, [], None) for i in range(churn)
+                ]
                 rows += [
                     ("environment", f"{tag}-e{i}", content(i), None, [], past) for i in range(churn)
                 ]
@@ -1023,8 +1025,12 @@ class Bench:
             for rs in runs.values()
             for r in rs
         )
-        self.extra["scale"] = {"churn_per_interval": 2 * churn, "runs": runs, "first": warm,
-                               "median_passes_per_s": rate}  # fmt: skip
+        self.extra["scale"] = {
+            "churn_per_interval": 2 * churn,
+            "runs": runs,
+            "first": warm,
+            "median_passes_per_s": rate,
+        }
         self.row(
             "9",
             f"dispatch {nns:,} namespaces x {nodes:,} nodes, 2 vs 1 workers",
@@ -1248,7 +1254,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     assert bench is not None and server is not None
     rows = sorted(bench.rows, key=lambda r: r["row"])
-    out = {
+    out: dict[str, Any] = {
         "mode": mode,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 1),

@@ -14,9 +14,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from benchmarks.bench import Server, content, redis_cpu
 from car_dream.embedder import HashingEmbedder
@@ -135,7 +137,14 @@ def seed(client: redis.Redis, index: str) -> None:
     pipe = client.pipeline(transaction=False)
     for i in range(N):
         text = content(i)
-        fields = {"kind": "fact", "rev": i + 1, "content": text, "subject": "topic", "tags": "[]"}
+        # Typed from the call's parameter (a dict of str and int would be dict[str, object]).
+        fields: Mapping[FieldT, EncodableT] = {
+            "kind": "fact",
+            "rev": i + 1,
+            "content": text,
+            "subject": "topic",
+            "tags": "[]",
+        }
         pipe.hset(f"n:{i}", mapping=fields)
         if index == "set":
             pipe.sadd("idx", i)

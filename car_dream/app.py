@@ -20,6 +20,7 @@ from celery.signals import beat_init, worker_init
 from .config import DreamConfig, load_config, mask_url
 from .errors import ConfigError
 from .keys import REDBEAT_PREFIX
+from .startup import check_settings, started_by_celery
 
 __all__ = [
     "app",
@@ -234,8 +235,10 @@ def _ours(sender: Any) -> Celery | None:
 
 
 def preflight(target: Celery) -> None:
-    """Stop the process, naming the variable, if Redis refuses the credentials."""
+    """Stop the process, naming the variable, if a setting is invalid or Redis refuses
+    the credentials."""
     try:
+        dream_config(target)
         check_credentials(target)
     except ConfigError as exc:
         log.critical("car-dream: %s", exc)
@@ -257,9 +260,17 @@ def _ensure_schedule(sender: Any = None, **_: Any) -> None:
     target = _ours(sender)
     if target is None:
         return
+    from .beat import DreamScheduler
     from .schedule import ensure_dream_task
+
+    if isinstance(getattr(sender, "scheduler", None), DreamScheduler):
+        return  # it creates the entry in its first tick, when Redis is there
 
     try:
         ensure_dream_task(target)
     except Exception:  # beat still runs whatever is scheduled already
         log.exception("car-dream: could not ensure the dream schedule entry")
+
+
+if started_by_celery():  # ``celery -A car_dream ...``: stop now on a bad setting
+    check_settings(lambda: dream_config(app))

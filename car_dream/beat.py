@@ -2,10 +2,12 @@
 
 Plain RedBeat extends its lock at the start of every tick and lets any Redis error
 escape, so ``celery beat`` exits the moment Redis goes away (and a beat whose lock
-expired meanwhile exits with ``LockNotOwnedError`` when it comes back). This
-scheduler instead skips the ticks Redis cannot serve, and when its lock is gone it
-stands by, trying each tick to take the lock again without blocking: whichever beat
-holds it sends, the others wait, exactly as at start-up.
+expired meanwhile exits with ``LockNotOwnedError`` when it comes back); it also reads
+Redis while it starts, so a beat started before Redis exits at once. This scheduler
+instead skips the ticks Redis cannot serve, does what start-up could not (RedBeat's
+set-up, car-dream's schedule entry) in the first tick Redis answers, and takes its
+lock in its ticks, without blocking: whichever beat holds it sends, the others stand
+by and try again each tick.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ import logging
 from typing import Any
 
 import redis
-from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, RedBeatScheduler, get_redis
+from celery.signals import beat_init
+from redbeat.schedulers import (
+    LUA_EXTEND_TO_SCRIPT,
+    RedBeatScheduler,
+    acquire_distributed_beat_lock,
+    get_redis,
+)
 
 from .config import mask_url
 
@@ -29,13 +37,47 @@ class DreamScheduler(RedBeatScheduler):  # type: ignore[misc]
     """RedBeat that survives Redis going away and coming back."""
 
     _redis_down = False
-    lock: Any = None  # RedBeat sets it at start-up (beat_init) when it gets the lock
+    _set_up = False  # RedBeat's set-up (it reads Redis) is done
+    _entry_ensured = False  # car-dream's beat entry exists
+    lock: Any = None  # taken in the first tick that can
 
     def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
         from .app import preflight  # RedBeat reads Redis while it sets up, before beat_init
 
         preflight(app)
         super().__init__(app, *args, **kwargs)
+
+    def setup_schedule(self) -> None:
+        try:
+            super().setup_schedule()
+        except _OUTAGE as exc:  # called from __init__: done again in the first tick
+            self._outage(exc)
+        else:
+            self._set_up = True
+
+    def _catch_up(self) -> None:
+        """What start-up could not do while Redis was away."""
+        if not self._set_up:
+            super().setup_schedule()
+            self._set_up = True
+        if not self._entry_ensured:
+            from .schedule import ensure_dream_task
+
+            try:
+                ensure_dream_task(self.app)
+            except _OUTAGE:
+                raise
+            except Exception:  # beat still runs whatever is scheduled already
+                log.exception("car-dream: could not ensure the dream schedule entry")
+            self._entry_ensured = True
+
+    def _outage(self, exc: BaseException) -> None:
+        if not self._redis_down:
+            log.warning(
+                "beat: Redis %s unreachable (%s); retrying every %ss",
+                mask_url(self.app.redbeat_conf.redis_url), exc, self.max_interval,
+            )  # fmt: skip
+        self._redis_down = True
 
     def _new_lock(self) -> Any:
         client = get_redis(self.app)
@@ -57,6 +99,7 @@ class DreamScheduler(RedBeatScheduler):  # type: ignore[misc]
 
     def tick(self, min: Any = min, **kwargs: Any) -> Any:
         try:
+            self._catch_up()
             if not self._holds_lock():
                 return self.max_interval
             interval = super().tick(min=min, **kwargs)
@@ -65,12 +108,7 @@ class DreamScheduler(RedBeatScheduler):  # type: ignore[misc]
             self.lock = None
             return self.max_interval
         except _OUTAGE as exc:
-            if not self._redis_down:
-                log.warning(
-                    "beat: Redis %s unreachable (%s); retrying every %ss",
-                    mask_url(self.app.redbeat_conf.redis_url), exc, self.max_interval,
-                )  # fmt: skip
-            self._redis_down = True
+            self._outage(exc)
             return self.max_interval
         if self._redis_down:
             log.info("beat: Redis is back")
@@ -82,3 +120,15 @@ class DreamScheduler(RedBeatScheduler):  # type: ignore[misc]
             super().close()
         except _OUTAGE as exc:  # shutting down while Redis is away: the lock's TTL frees it
             log.warning("beat: could not release the RedBeat lock: %s", exc)
+
+
+def _take_lock_at_start(sender: Any = None, **kwargs: Any) -> None:
+    # RedBeat's own receiver blocks until it has the lock, and fails when Redis is not
+    # there yet; a DreamScheduler takes the lock in its ticks instead.
+    if isinstance(getattr(sender, "scheduler", None), DreamScheduler):
+        return
+    acquire_distributed_beat_lock(sender, **kwargs)
+
+
+beat_init.disconnect(acquire_distributed_beat_lock)
+beat_init.connect(_take_lock_at_start, weak=False)

@@ -47,7 +47,11 @@ class Env:
     def client(self) -> Any:
         from .app import memory_client
 
-        return memory_client(self.config.memory_url or self.url, socket_connect_timeout=5)
+        client = memory_client(self.config.memory_url or self.url, socket_connect_timeout=5)
+        # One round trip, so that a Redis that is away or refuses the password gets the
+        # same one-line error from every command, the pass of run-once included.
+        client.ping()
+        return client
 
     @cached_property
     def store(self) -> Any:
@@ -70,8 +74,11 @@ class _Group(click.Group):
                 err=True,
             )
             ctx.exit(1)
-        except redis.ConnectionError as exc:
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
             click.echo(f"car-dream: cannot reach Redis: {exc}", err=True)
+            ctx.exit(1)
+        except redis.RedisError as exc:
+            click.echo(f"car-dream: Redis answered with an error: {exc}", err=True)
             ctx.exit(1)
         except CarDreamError as exc:
             click.echo(f"car-dream: {exc}", err=True)
@@ -324,22 +331,16 @@ def run_once(env: Env, force: bool, as_json: bool) -> None:
 @pass_env
 def trigger(env: Env, force: bool, wait: bool, timeout: float) -> None:
     """Ask a worker for a pass now (consolidate.delay())."""
-    from celery.exceptions import TimeoutError as CeleryTimeout
-
     from .tasks import consolidate
+    from .trigger import queue_pass, wait_for_report
 
-    env.config  # settings errors first, before Celery wraps them  # noqa: B018
-    result = consolidate.delay(namespace=env.config.namespace, force=force)
+    # The settings first: read by Celery, a bad one would be logged and ignored.
+    namespace = env.config.namespace
+    result = queue_pass(consolidate, namespace=namespace, force=force)
     click.echo(f"queued car_dream.consolidate {result.id}")
-    if not wait:
-        return
-    try:
-        data = result.get(timeout=timeout)
-    except CeleryTimeout:
-        _fail(f"no result after {timeout:.0f}s: is a worker running?")
-    except CarDreamError as exc:
-        _fail(f"the pass failed: {exc}")
-    click.echo(format_report(ConsolidationReport.model_validate(data)))
+    if wait:
+        report = ConsolidationReport.model_validate(wait_for_report(result, timeout))
+        click.echo(format_report(report))
 
 
 @cli.command()
@@ -559,4 +560,7 @@ def schedule_set(env: Env, every: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from .startup import warn_unknown_settings
+
+    warn_unknown_settings()
     cli.main(args=argv, prog_name="car-dream")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -13,9 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .errors import ConfigError
 from .keys import validate_namespace
 
-__all__ = ["DreamConfig", "load_config", "mask_url"]
+__all__ = ["DreamConfig", "load_config", "mask_url", "unknown_settings"]
 
 ENV_PREFIX = "CAR_DREAM_"
+TEST_PREFIX = ENV_PREFIX + "TEST_"  # the test suite's own variables, no settings
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 BROKER_SCHEMES = (*REDIS_SCHEMES, "amqp", "amqps", "pyamqp")
 MEMORY_SCHEMES = (*REDIS_SCHEMES, "redis+cluster", "rediss+cluster")
@@ -121,3 +125,25 @@ def load_config(**overrides: Any) -> DreamConfig:
                 given = mask_url(given)
             problems.append(f"{var}: {err['msg']} (got {given!r})")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None
+
+
+def unknown_settings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per ``CAR_DREAM_*`` variable that is no setting, with the closest name.
+
+    A misspelt variable is otherwise ignored without a word, and the default used.
+    """
+    known = [name.upper() for name in DreamConfig.model_fields]
+    env = os.environ if environ is None else environ
+    warnings = []
+    for name in sorted(env):
+        upper = name.upper()  # pydantic-settings reads the variables case-insensitively
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(TEST_PREFIX):
+            continue
+        field = upper.removeprefix(ENV_PREFIX)
+        if field in known:
+            continue
+        # Without the shared prefix, which would make every name look alike.
+        close = difflib.get_close_matches(field, known, n=1)
+        hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
+        warnings.append(f"unknown setting {name} ignored{hint}")
+    return warnings

@@ -119,4 +119,11 @@ def log_report(report: ConsolidationReport) -> None:
     if report.embedding_coverage is not None:  # null when the pass measured nothing
         fields["embedding_coverage"] = f"{report.embedding_coverage * 100:.1f}%"
     line = " ".join(f"{k}={json.dumps(v)}" for k, v in fields.items())
-    log.info("dream consolidation pass complete %s", line, extra={"report": fields})
+    log.info("dream consolidation pass %s %s", outcome(report), line, extra={"report": fields})
+
+
+def outcome(report: ConsolidationReport) -> str:
+    """What became of the pass, in words: ``completed``, ``skipped (paused)``, ..."""
+    if report.status == "completed" or not report.reason:
+        return report.status
+    return f"{report.status} ({report.reason})"

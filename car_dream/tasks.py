@@ -66,8 +66,21 @@ def _consolidate(
     return report.model_dump(mode="json")
 
 
+class _PassTask(Task):  # type: ignore[misc]
+    """``consolidate``: a trigger expires an interval after it was sent, as beat's do."""
+
+    def apply_async(  # type: ignore[override]
+        self, args: Any = None, kwargs: Any = None, **options: Any
+    ) -> Any:
+        # A trigger still queued an interval later is stale (with no worker running they
+        # would pile up); ``expires=None`` keeps one for good.
+        options.setdefault("expires", dream_config(self.app).interval_secs)
+        return super().apply_async(args, kwargs, **options)
+
+
 _OPTIONS: dict[str, Any] = {
     "name": TASK_NAME,
+    "base": _PassTask,
     "bind": True,
     # Failed passes are expected errors: the pass has logged them; no traceback twice.
     "throws": (PassFailedError,),

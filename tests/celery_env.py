@@ -67,9 +67,13 @@ class Processes:
         log = self.tmp_path / f"{name}.log"
         with open(log, "wb") as fh:
             proc = subprocess.Popen(
-                cmd, env=env, cwd=self.tmp_path, stdout=fh, stderr=subprocess.STDOUT,
+                cmd,
+                env=env,
+                cwd=self.tmp_path,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         self.procs.append((proc, log))
         return log
 
@@ -79,10 +83,16 @@ class Processes:
     def worker(self, env: dict[str, str], name: str = "worker", concurrency: int = 2) -> Path:
         log = self.celery(
             name,
-            ["worker", *FAST_WORKER, "--concurrency", str(concurrency),
-             "--hostname", f"{name}-{os.getpid()}@%h"],
+            [
+                "worker",
+                *FAST_WORKER,
+                "--concurrency",
+                str(concurrency),
+                "--hostname",
+                f"{name}-{os.getpid()}@%h",
+            ],
             env,
-        )  # fmt: skip
+        )
         self.wait_log(log, " ready.", timeout=60)
         return log
 
@@ -110,6 +120,20 @@ class Processes:
     def dump(self) -> None:
         for _, log in self.procs:
             sys.stderr.write(f"\n----- {log.name} -----\n{log.read_text(errors='replace')[-4000:]}")
+
+
+def start_up_failure(
+    role: str, redis_url: str | None, cwd: Path, timeout: float = 90, **settings: Any
+) -> str:
+    """Run ``celery -A car_dream <role>`` in ``cwd``; it must exit non-zero. Its output."""
+    env = process_env(redis_url, cwd / "data", **settings)
+    cmd = [*celery_bin(), "-A", "car_dream", role, "--loglevel", "INFO"]
+    done = subprocess.run(
+        cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    text = done.stdout + done.stderr
+    assert done.returncode != 0, text
+    return text
 
 
 @pytest.fixture(name="procs")

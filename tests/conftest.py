@@ -27,6 +27,11 @@ from car_dream.config import DreamConfig, load_config
 from car_dream.keys import NAMESPACES_KEY
 from car_dream.store import MemoryStore
 
+# Under CI=true a skipped or xfailed test fails the run (tests/ci_strict.py).
+from .ci_strict import pytest_make_collect_report, pytest_runtest_makereport
+
+__all__ = ["pytest_make_collect_report", "pytest_runtest_makereport"]
+
 REDIS_HOST = os.environ.get("CAR_DREAM_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("CAR_DREAM_TEST_REDIS_PORT", "6379"))
 
@@ -168,6 +173,20 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
         proc.wait(timeout)
+
+
+# `make test-fast` runs `pytest -m "not integration"`: a test is integration when it uses
+# a real server or a process of its own, through one of these fixtures (or its parameter
+# "real", or a marker of its own).
+REAL_FIXTURES = frozenset(
+    {"redis_url", "procs", "secured", "tls_server", "rabbit_queue", "cluster"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

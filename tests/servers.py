@@ -49,10 +49,25 @@ class RedisServer:
 
     def start(self) -> None:
         cmd = [
-            redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "everysec",
-            "--save", "", "--daemonize", "no", "--protected-mode", "no", *self.extra,
-        ]  # fmt: skip
+            redis_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+            *self.extra,
+        ]
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(
                 cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True

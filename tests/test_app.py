@@ -18,6 +18,7 @@ from car_dream.report import ConsolidationReport
 from car_dream.tasks import TASK_NAME, register
 
 
+@pytest.mark.integration  # a fresh interpreter
 def test_import_has_no_side_effects(tmp_path: Path) -> None:
     code = (
         "import car_dream, sys; "
@@ -98,9 +99,11 @@ def _fake_pass(calls: list[dict[str, Any]], **fields: Any) -> Any:
     def run_pass(store: Any, config: Any, **kw: Any) -> ConsolidationReport:
         calls.append({"namespace": store.namespace, **kw})
         return ConsolidationReport(
-            namespace=store.namespace, trailing=kw["trailing"],
-            started_at="2026-01-01T00:00:00Z", **fields,
-        )  # fmt: skip
+            namespace=store.namespace,
+            trailing=kw["trailing"],
+            started_at="2026-01-01T00:00:00Z",
+            **fields,
+        )
 
     return run_pass
 

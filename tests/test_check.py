@@ -23,7 +23,7 @@ from car_dream.lock import PassLock
 from car_dream.store import MemoryStore
 
 
-@pytest.fixture(params=["fake", "real"])
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.integration)])
 def store(request: pytest.FixtureRequest) -> MemoryStore:
     return request.getfixturevalue(f"{request.param}_store")
 

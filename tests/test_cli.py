@@ -25,8 +25,12 @@ class Cli:
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-c", "from car_dream.cli import main; main()", *args],
-            env={**self.env, **env}, input=stdin, capture_output=True, text=True, timeout=90,
-        )  # fmt: skip
+            env={**self.env, **env},
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
 
 
 @pytest.fixture

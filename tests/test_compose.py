@@ -45,8 +45,12 @@ def docker_compose_config(**secrets: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_PASSWORD", "FLOWER_BASIC_AUTH")}
     return subprocess.run(
         ["docker-compose", "-f", str(COMPOSE), "config", "-q"],
-        capture_output=True, text=True, timeout=60, check=False, env={**env, **secrets},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**env, **secrets},
+    )
 
 
 needs_compose = pytest.mark.skipif(
@@ -54,6 +58,7 @@ needs_compose = pytest.mark.skipif(
 )
 
 
+@pytest.mark.integration  # runs docker-compose
 @needs_compose
 def test_docker_compose_config_validates() -> None:
     # .ci/run installs Debian's docker-compose, which validates without a Docker engine.
@@ -61,6 +66,7 @@ def test_docker_compose_config_validates() -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.integration
 @needs_compose
 def test_docker_compose_config_fails_without_the_secrets() -> None:
     result = docker_compose_config()

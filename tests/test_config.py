@@ -147,11 +147,13 @@ def test_config_is_frozen() -> None:
     [
         ("redis://:pw@host:6379/0", "redis://:***@host:6379/0"),
         ("redis://user:pw@host/1", "redis://user:***@host/1"),
-        ("rediss://default:p%40ss@cache.example:6380/0?ssl_cert_reqs=none",
-         "rediss://default:***@cache.example:6380/0?ssl_cert_reqs=none"),
+        (
+            "rediss://default:p%40ss@cache.example:6380/0?ssl_cert_reqs=none",
+            "rediss://default:***@cache.example:6380/0?ssl_cert_reqs=none",
+        ),
         ("unix://:pw@/tmp/redis.sock?db=2", "unix://:***@/tmp/redis.sock?db=2"),
     ],
-)  # fmt: skip
+)
 def test_mask_url_masks_passwords(url: str, masked: str) -> None:
     assert mask_url(url) == masked
 

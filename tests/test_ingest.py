@@ -5,6 +5,7 @@ Against the real Redis, through the CLI.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from car_dream.errors import InvalidInputError
 from car_dream.store import MemoryStore
 
 from .celery_env import process_env
+from .servers import RedisServer
 
 
 @pytest.fixture
@@ -159,14 +161,51 @@ def test_store_calls_cut_long_values_too(real_store: MemoryStore) -> None:
 def test_redis_gone_is_one_clean_error_after_the_summary(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Redis goes away while the file is read: the lines refused so far are still told,
+    the summary says where it stopped, then one clean error."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    monkeypatch.setenv("CAR_DREAM_REDIS_URL", server.url)
+    lines = [fact("a"), b"not json", fact("b"), fact("c")]
+
+    class Stream(io.BytesIO):
+        """stdin that stops the server once line 3 has been read."""
+
+        def __init__(self) -> None:
+            super().__init__(b"\n".join(lines) + b"\n")
+            self.read_lines = 0
+
+        def __next__(self) -> bytes:
+            line = super().__next__()
+            self.read_lines += 1
+            if self.read_lines == 3:
+                server.stop()
+            return line
+
+    try:
+        out = CliRunner().invoke(
+            cli, ["ingest", "-"], input=Stream(), env={"CAR_DREAM_BATCH_SIZE": "1"}
+        )
+    finally:
+        server.stop()
+    assert out.exit_code == 1
+    # Line 1 went in before Redis left; line 3 was the one it left during.
+    assert out.stdout == "ingested 1 line(s), rejected 1, stopped at line 3\n"
+    assert out.stderr.startswith("line 2: not JSON")
+    assert out.stderr.splitlines()[-1].startswith("car-dream: cannot reach Redis")
+    assert "Traceback" not in out.output
+
+
+def test_redis_away_from_the_start_is_one_clean_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from .conftest import free_port
 
     monkeypatch.setenv("CAR_DREAM_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     path = tmp_path / "in.jsonl"
-    path.write_bytes(fact("a") + b"\nnot json\n" + fact("b") + b"\n")
+    path.write_bytes(fact("a") + b"\nnot json\n")
     out = CliRunner().invoke(cli, ["ingest", str(path)])
     assert out.exit_code == 1
-    assert out.stdout == "ingested 0 line(s), rejected 1, stopped at line 3\n"
-    assert out.stderr.startswith("line 2: not JSON")
-    assert out.stderr.splitlines()[-1].startswith("car-dream: cannot reach Redis")
-    assert "Traceback" not in out.output
+    assert out.stdout == ""
+    assert out.stderr.startswith("car-dream: cannot reach Redis")
+    assert len(out.stderr.splitlines()) == 1

@@ -20,9 +20,23 @@ def test_valid_namespaces_are_returned_unchanged(ns: str) -> None:
 
 @pytest.mark.parametrize(
     "ns",
-    ["", "x" * 65, "a b", "{ns}", "a{b", "a}b", "ns:1", "a/b", "é", "tab\t",
-     "ns\n", "\nns", None, 5],
-)  # fmt: skip
+    [
+        "",
+        "x" * 65,
+        "a b",
+        "{ns}",
+        "a{b",
+        "a}b",
+        "ns:1",
+        "a/b",
+        "é",
+        "tab\t",
+        "ns\n",
+        "\nns",
+        None,
+        5,
+    ],
+)
 def test_invalid_namespaces_are_rejected(ns: object) -> None:
     with pytest.raises(ValueError, match="invalid namespace"):
         validate_namespace(ns)  # type: ignore[arg-type]
@@ -37,9 +51,23 @@ def test_valid_node_ids_are_returned_unchanged(node_id: str) -> None:
 
 @pytest.mark.parametrize(
     "node_id",
-    ["", "x" * 201, "a b", "{a}", "a{", "a}", "tab\there", "a\n", "a\r\n", " a", "é", "a*",
-     None, 5],
-)  # fmt: skip
+    [
+        "",
+        "x" * 201,
+        "a b",
+        "{a}",
+        "a{",
+        "a}",
+        "tab\there",
+        "a\n",
+        "a\r\n",
+        " a",
+        "é",
+        "a*",
+        None,
+        5,
+    ],
+)
 def test_invalid_node_ids_are_rejected(node_id: object) -> None:
     with pytest.raises(ValueError, match="invalid node id"):
         validate_node_id(node_id)  # type: ignore[arg-type]

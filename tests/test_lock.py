@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,8 +19,10 @@ from car_dream.embedder import HashingEmbedder
 from car_dream.lock import PassLock, lock_state, request_cancel
 from car_dream.store import MemoryStore
 
+from .conftest import stop_process, wait_for
 
-@pytest.fixture(params=["fake", "real"])
+
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.integration)])
 def store(request: pytest.FixtureRequest) -> MemoryStore:
     return request.getfixturevalue("fake_store" if request.param == "fake" else "real_store")
 
@@ -157,8 +163,78 @@ def test_keepalive_outlives_the_ttl(real_store: MemoryStore, tmp_path: Path) -> 
     assert seen[0] is not None and seen[0].startswith(b"running:")
 
 
-def test_lock_expires_when_its_holder_dies(real_store: MemoryStore) -> None:
-    lock = PassLock(real_store.client, real_store.keys, 1)
-    assert lock.acquire().ok  # and never extended: its process "died"
-    ttl = real_store.client.pttl(real_store.keys.lock)
-    assert 0 < ttl <= 1000
+# A holder in a process of its own: takes the lock with a 1 s TTL, keeps it alive, and
+# says so; then waits to be killed.
+HOLDER = """
+import sys, time, redis
+from car_dream.keys import Keys
+from car_dream.lock import PassLock
+
+lock = PassLock(redis.Redis.from_url(sys.argv[1]), Keys(sys.argv[2]), 1)
+assert lock.acquire().ok
+with lock.keepalive():
+    print(lock.token, flush=True)
+    time.sleep(3600)
+"""
+
+
+def test_lock_expires_when_its_holder_dies(
+    real_store: MemoryStore, redis_url: str, tmp_path: Path
+) -> None:
+    client, key = real_store.client, real_store.keys.lock
+    cmd = [sys.executable, "-c", HOLDER, redis_url, real_store.namespace]
+    holder = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert holder.stdout is not None
+        token = holder.stdout.readline().strip()
+        mine = f"running:{token}".encode()
+        assert token and client.get(key) == mine
+        # Alive, it outlives its TTL: the keepalive re-arms it (the TTL goes back up).
+        lowest = [client.pttl(key)]
+
+        def rearmed() -> bool:
+            ttl = client.pttl(key)
+            lowest[0] = min(lowest[0], ttl)
+            return ttl > lowest[0]
+
+        wait_for(rearmed, timeout=10, interval=0.02)
+        assert client.get(key) == mine
+        os.killpg(holder.pid, signal.SIGKILL)  # dies without a word: no release, no finish
+        holder.wait(10)
+        seen: set[bytes | None] = set()
+
+        def freed() -> bool:
+            seen.add(client.get(key))
+            return None in seen
+
+        wait_for(freed, timeout=10, interval=0.02)  # its TTL ran out
+        assert seen <= {mine, None}  # nobody else touched it
+        config = load_config(interval_secs=2, data_dir=tmp_path)
+        assert run_pass(real_store, config).status == "completed"  # the namespace is free
+    finally:
+        stop_process(holder)
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+def test_the_logged_line_says_what_became_of_the_pass(
+    fake_store: MemoryStore, config: DreamConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not "pass complete" for a pass that was cancelled or skipped."""
+    caplog.set_level("INFO", logger="car_dream")
+    fake_store.ingest_fact("f", "s", "fact")
+    event = threading.Event()
+    run_pass(fake_store, config, embedder=HookEmbedder(event.set), cancel_event=event)
+    run_pass(fake_store, config)
+    run_pass(fake_store, config)
+    fake_store.client.set(fake_store.keys.paused, "1")
+    run_pass(fake_store, config, force=True)
+    prefix = "dream consolidation pass "
+    heads = [
+        r.getMessage().removeprefix(prefix).split(" expired_pruned=")[0]
+        for r in caplog.records
+        if r.getMessage().startswith(prefix)
+    ]
+    assert len(heads) == 4, heads
+    assert heads[0].startswith("cancelled (") and "cancel" in heads[0]
+    assert heads[1:] == ["completed", "skipped (coalesced)", "skipped (paused)"]

@@ -40,13 +40,26 @@ def clock() -> float:
 
 
 def good_record(tool: str = "search", outcome: str = "success") -> bytes:
-    return json.dumps({
-        "proposal_id": "p", "source": "planner", "action_count": 1,
-        "events": [{"kind": "action_succeeded", "action_id": "a", "tool": tool, "data": {},
-                    "duration_ms": 3}],
-        "outcome": outcome, "timestamp": "2026-11-26T08:00:00Z", "duration_ms": 12.5,
-        "replan_attempts": 0,
-    }).encode()  # fmt: skip
+    return json.dumps(
+        {
+            "proposal_id": "p",
+            "source": "planner",
+            "action_count": 1,
+            "events": [
+                {
+                    "kind": "action_succeeded",
+                    "action_id": "a",
+                    "tool": tool,
+                    "data": {},
+                    "duration_ms": 3,
+                }
+            ],
+            "outcome": outcome,
+            "timestamp": "2026-11-26T08:00:00Z",
+            "duration_ms": 12.5,
+            "replan_attempts": 0,
+        }
+    ).encode()
 
 
 def fresh_store() -> MemoryStore:
@@ -172,10 +185,20 @@ json_lines = st.recursive(
 mutated = st.builds(
     lambda rec, key, value: json.dumps({**rec, key: value}).encode(),
     st.just(json.loads(good_record())),
-    st.sampled_from(["proposal_id", "source", "action_count", "events", "outcome", "timestamp",
-                     "duration_ms", "replan_attempts"]),
+    st.sampled_from(
+        [
+            "proposal_id",
+            "source",
+            "action_count",
+            "events",
+            "outcome",
+            "timestamp",
+            "duration_ms",
+            "replan_attempts",
+        ]
+    ),
     st.none() | st.integers() | st.floats() | st.text(max_size=10) | st.lists(st.integers()),
-)  # fmt: skip
+)
 
 
 @FAST
@@ -248,10 +271,16 @@ def test_huge_profiles_file(tmp_path: Path) -> None:
 
 
 @FAST
-@given(data=json_lines | st.lists(st.dictionaries(
-    st.sampled_from(["model_id", "score", "x"]),
-    st.none() | st.integers() | st.text(max_size=30) | st.floats(allow_nan=False),
-), max_size=6).map(lambda v: json.dumps(v).encode()))  # fmt: skip
+@given(
+    data=json_lines
+    | st.lists(
+        st.dictionaries(
+            st.sampled_from(["model_id", "score", "x"]),
+            st.none() | st.integers() | st.text(max_size=30) | st.floats(allow_nan=False),
+        ),
+        max_size=6,
+    ).map(lambda v: json.dumps(v).encode())
+)
 def test_any_profiles_file_completes(tmp_path: Path, data: bytes) -> None:
     TRIED["profile files"] += 1
     report = profiles_pass(tmp_path, data)
@@ -279,33 +308,51 @@ INGEST_CORPUS: list[tuple[str, str, dict[str, Any]]] = [
     ("tags a string", "fact", {"id": "x", "subject": "s", "content": "c", "tags": "ab"}),
     ("tags of numbers", "fact", {"id": "x", "subject": "s", "content": "c", "tags": [1]}),
     ("pinned not a bool", "fact", {"id": "x", "subject": "s", "content": "c", "pinned": "maybe"}),
-    ("naive datetime", "fact", {"id": "x", "subject": "s", "content": "c",
-                                "timestamp": datetime(2026, 1, 1)}),
+    (
+        "naive datetime",
+        "fact",
+        {"id": "x", "subject": "s", "content": "c", "timestamp": datetime(2026, 1, 1)},
+    ),
     ("NaN timestamp", "fact", {"id": "x", "subject": "s", "content": "c", "timestamp": math.nan}),
-    ("infinite timestamp", "fact", {"id": "x", "subject": "s", "content": "c",
-                                    "timestamp": math.inf}),
+    (
+        "infinite timestamp",
+        "fact",
+        {"id": "x", "subject": "s", "content": "c", "timestamp": math.inf},
+    ),
     ("huge timestamp", "fact", {"id": "x", "subject": "s", "content": "c", "timestamp": 10**400}),
     ("bool timestamp", "fact", {"id": "x", "subject": "s", "content": "c", "timestamp": True}),
     ("string timestamp", "fact", {"id": "x", "subject": "s", "content": "c", "timestamp": "now"}),
     ("unknown keyword", "fact", {"id": "x", "subject": "s", "content": "c", "colour": "red"}),
     ("self-supersession", "fact", {"id": "x", "subject": "s", "content": "c", "supersedes": "x"}),
-    ("supersedes unknown", "fact", {"id": "x", "subject": "s", "content": "c",
-                                    "supersedes": "nope"}),
-    ("supersedes a superseded node", "fact", {"id": "y", "subject": "s", "content": "c",
-                                              "supersedes": "old"}),
+    (
+        "supersedes unknown",
+        "fact",
+        {"id": "x", "subject": "s", "content": "c", "supersedes": "nope"},
+    ),
+    (
+        "supersedes a superseded node",
+        "fact",
+        {"id": "y", "subject": "s", "content": "c", "supersedes": "old"},
+    ),
     ("rewrite a superseded node", "fact", {"id": "old", "subject": "s", "content": "again"}),
-    ("cycle of supersession", "fact", {"id": "old", "subject": "s", "content": "c",
-                                       "supersedes": "new"}),
+    (
+        "cycle of supersession",
+        "fact",
+        {"id": "old", "subject": "s", "content": "c", "supersedes": "new"},
+    ),
     ("kind change", "environment", {"id": "base.f", "content": "now an observation"}),
     ("expires_at NaN", "environment", {"id": "e", "content": "c", "expires_at": math.nan}),
-    ("observed_at naive", "environment", {"id": "e", "content": "c",
-                                          "observed_at": datetime(2026, 1, 1)}),
+    (
+        "observed_at naive",
+        "environment",
+        {"id": "e", "content": "c", "observed_at": datetime(2026, 1, 1)},
+    ),
     ("premises empty", "conclusion", {"id": "c", "content": "c", "premises": []}),
     ("premises a string", "conclusion", {"id": "c", "content": "c", "premises": "base.f"}),
     ("premise unknown", "conclusion", {"id": "c", "content": "c", "premises": ["base.f", "nope"]}),
     ("premise is itself", "conclusion", {"id": "c", "content": "c", "premises": ["c"]}),
     ("premise id invalid", "conclusion", {"id": "c", "content": "c", "premises": ["{x}"]}),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
@@ -333,9 +380,11 @@ ids = st.text(max_size=30) | st.from_regex(r"[A-Za-z0-9_.:@/+=-]{1,20}", fullmat
 @FAST
 @given(
     kind=st.sampled_from(["fact", "environment", "conclusion"]),
-    node_id=ids, content=st.text(max_size=50), other=ids,
+    node_id=ids,
+    content=st.text(max_size=50),
+    other=ids,
     when=st.none() | st.floats() | st.integers(min_value=-(10**20), max_value=10**20),
-)  # fmt: skip
+)
 def test_any_ingest_call_succeeds_or_fails_cleanly(
     kind: str, node_id: str, content: str, other: str, when: Any
 ) -> None:
@@ -365,16 +414,33 @@ def test_any_ingest_call_succeeds_or_fails_cleanly(
 # -- settings ----------------------------------------------------------------------
 
 BAD_SETTINGS: list[tuple[str, Any]] = [
-    ("interval_secs", 1), ("interval_secs", 0), ("interval_secs", -60), ("interval_secs", "hourly"),
-    ("interval_secs", "1e9999"), ("interval_secs", 2.5),
-    ("redis_url", "http://localhost:6379"), ("redis_url", "redis-server"),
+    ("interval_secs", 1),
+    ("interval_secs", 0),
+    ("interval_secs", -60),
+    ("interval_secs", "hourly"),
+    ("interval_secs", "1e9999"),
+    ("interval_secs", 2.5),
+    ("redis_url", "http://localhost:6379"),
+    ("redis_url", "redis-server"),
     ("redis_url", "ftp://user:hunter2@host/"),
-    ("broker_url", "sqs://x"), ("broker_url", "localhost"),
-    ("namespace", ""), ("namespace", "a b"), ("namespace", "a}b"), ("namespace", "x" * 65),
-    ("namespace", "../etc"), ("namespace", "ns\n"), ("namespace", "a:b"), ("namespace", "*"),
-    ("max_trailing", -1), ("max_trailing", 101), ("max_trailing", "many"),
-    ("batch_size", 0), ("batch_size", -5), ("batch_size", 100_001), ("batch_size", "big"),
-]  # fmt: skip
+    ("broker_url", "sqs://x"),
+    ("broker_url", "localhost"),
+    ("namespace", ""),
+    ("namespace", "a b"),
+    ("namespace", "a}b"),
+    ("namespace", "x" * 65),
+    ("namespace", "../etc"),
+    ("namespace", "ns\n"),
+    ("namespace", "a:b"),
+    ("namespace", "*"),
+    ("max_trailing", -1),
+    ("max_trailing", 101),
+    ("max_trailing", "many"),
+    ("batch_size", 0),
+    ("batch_size", -5),
+    ("batch_size", 100_001),
+    ("batch_size", "big"),
+]
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ def clock() -> float:
     return NOW
 
 
-@pytest.fixture(params=["fake", "real"])
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.integration)])
 def store(request: pytest.FixtureRequest) -> MemoryStore:
     return request.getfixturevalue("fake_store" if request.param == "fake" else "real_store")
 
@@ -40,15 +42,27 @@ def record(
     tool_results: list[tuple[str, bool]], outcome: str = "success", source: str = "planner"
 ) -> str:
     events = [
-        {"kind": "action_succeeded" if ok else "action_failed", "action_id": f"a{i}",
-         "tool": tool, "data": {}, "duration_ms": 3}
+        {
+            "kind": "action_succeeded" if ok else "action_failed",
+            "action_id": f"a{i}",
+            "tool": tool,
+            "data": {},
+            "duration_ms": 3,
+        }
         for i, (tool, ok) in enumerate(tool_results)
-    ]  # fmt: skip
-    return json.dumps({
-        "proposal_id": "p1", "source": source, "action_count": len(events), "events": events,
-        "outcome": outcome, "timestamp": "2026-11-26T08:00:00Z", "duration_ms": 12.5,
-        "replan_attempts": 0,
-    })  # fmt: skip
+    ]
+    return json.dumps(
+        {
+            "proposal_id": "p1",
+            "source": source,
+            "action_count": len(events),
+            "events": events,
+            "outcome": outcome,
+            "timestamp": "2026-11-26T08:00:00Z",
+            "duration_ms": 12.5,
+            "replan_attempts": 0,
+        }
+    )
 
 
 # -- expiry ----------------------------------------------------------------------
@@ -215,9 +229,11 @@ def test_trajectory_insights_and_watermark(store: MemoryStore, tmp_path: Path) -
     config = traj_config(tmp_path)
     log = tmp_path / "traj" / "run.jsonl"
     log.write_text(
-        record([("search", True), ("search", False), ("shell", True)]) + "\n"
-        + record([("search", True)], outcome="failed") + "\n"
-    )  # fmt: skip
+        record([("search", True), ("search", False), ("shell", True)])
+        + "\n"
+        + record([("search", True)], outcome="failed")
+        + "\n"
+    )
     report = force_pass(store, config)
     assert report.trajectory_insights == 3  # search, shell, planner
     facts = {n.subject: n for n in store.iter_nodes("fact")}
@@ -353,12 +369,21 @@ def test_every_report_is_kept(store: MemoryStore, config: DreamConfig) -> None:
 
 
 def test_report_timing_fields(store: MemoryStore, config: DreamConfig) -> None:
-    t = [NOW]
+    """started_at and finished_at are the pass's first and last clock readings, and
+    duration_ms is measured on the monotonic clock: a wall clock that jumps an hour per
+    reading does not make a pass last hours."""
+    readings: list[float] = []
 
-    def ticking() -> float:
-        t[0] += 0.5
-        return t[0]
+    def jumping() -> float:
+        readings.append(NOW + 3600 * len(readings))
+        return readings[-1]
 
-    report = run_pass(store, config, clock=ticking)
-    assert report.finished_at is not None and report.finished_at > report.started_at
-    assert report.duration_ms >= 0
+    before = time.monotonic()
+    report = run_pass(store, config, clock=jumping)
+    elapsed_ms = (time.monotonic() - before) * 1000
+    assert report.status == "completed"
+    assert report.started_at == datetime.fromtimestamp(readings[0], UTC)
+    assert report.finished_at == datetime.fromtimestamp(readings[-1], UTC)
+    assert len(readings) >= 2 and report.finished_at > report.started_at
+    assert 0 < report.duration_ms <= elapsed_ms
+    assert store.reports(1)[0].duration_ms == report.duration_ms  # as stored

@@ -50,9 +50,14 @@ def test_not_an_array_is_one_problem(tmp_path: Path, data: Any) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ['[{"model_id": "m"', "not json", '[{"model_id": "m", "rate": NaN}]',
-     '[{"model_id": "m", "rate": Infinity}]', '[{"model_id": "m", "rate": -Infinity}]'],
-)  # fmt: skip
+    [
+        '[{"model_id": "m"',
+        "not json",
+        '[{"model_id": "m", "rate": NaN}]',
+        '[{"model_id": "m", "rate": Infinity}]',
+        '[{"model_id": "m", "rate": -Infinity}]',
+    ],
+)
 def test_invalid_json_is_one_problem(tmp_path: Path, text: str) -> None:
     profiles, problems, _ = load_profiles(write(tmp_path, text))
     assert profiles == {}
@@ -75,9 +80,19 @@ def test_unreadable_path_is_one_problem(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"rate": 1}, {"model_id": ""}, {"model_id": "   "}, {"model_id": 5}, {"model_id": None},
-     {"model_id": "x" * 201}, "model-a", 7, None, ["model_id", "m"]],
-)  # fmt: skip
+    [
+        {"rate": 1},
+        {"model_id": ""},
+        {"model_id": "   "},
+        {"model_id": 5},
+        {"model_id": None},
+        {"model_id": "x" * 201},
+        "model-a",
+        7,
+        None,
+        ["model_id", "m"],
+    ],
+)
 def test_entry_without_usable_model_id_is_skipped_others_kept(tmp_path: Path, bad: Any) -> None:
     good = {"model_id": "good", "rate": 0.5}
     profiles, problems, _ = load_profiles(write(tmp_path, [good, bad, {"model_id": "also"}]))
@@ -110,11 +125,13 @@ def test_digest_is_insensitive_to_key_order_at_every_depth() -> None:
 
 @pytest.mark.parametrize(
     "changed",
-    [{"model_id": "m", "rate": 0.51, "by_tool": {"x": 1, "y": 2}},
-     {"model_id": "m", "rate": 0.5, "by_tool": {"x": 1, "y": 3}},
-     {"model_id": "m", "rate": 0.5, "by_tool": {"x": 1, "y": 2}, "new": None},
-     {"model_id": "n", "rate": 0.5, "by_tool": {"x": 1, "y": 2}}],
-)  # fmt: skip
+    [
+        {"model_id": "m", "rate": 0.51, "by_tool": {"x": 1, "y": 2}},
+        {"model_id": "m", "rate": 0.5, "by_tool": {"x": 1, "y": 3}},
+        {"model_id": "m", "rate": 0.5, "by_tool": {"x": 1, "y": 2}, "new": None},
+        {"model_id": "n", "rate": 0.5, "by_tool": {"x": 1, "y": 2}},
+    ],
+)
 def test_digest_changes_when_the_profile_changes(changed: dict[str, Any]) -> None:
     base = {"model_id": "m", "rate": 0.5, "by_tool": {"x": 1, "y": 2}}
     assert profile_digest(changed) != profile_digest(base)
@@ -142,9 +159,16 @@ def test_digest_order_insensitive_property(profile: dict[str, Any], rnd: random.
 def test_insight_mentions_model_and_fields() -> None:
     text = profile_insight(
         "gpt-x",
-        {"model_id": "gpt-x", "success_rate": 0.812345, "runs": 12, "ok": True,
-         "notes": "fast", "by_tool": {"b": 1, "a": 2}, "missing": None},
-    )  # fmt: skip
+        {
+            "model_id": "gpt-x",
+            "success_rate": 0.812345,
+            "runs": 12,
+            "ok": True,
+            "notes": "fast",
+            "by_tool": {"b": 1, "a": 2},
+            "missing": None,
+        },
+    )
     assert "'gpt-x'" in text
     assert "success_rate=0.8123" in text
     assert "runs=12" in text

@@ -35,8 +35,12 @@ def test_the_python_examples_run_as_written(
     # One session, as a reader pastes them: later blocks use what earlier ones defined.
     out = subprocess.run(
         [sys.executable, "-c", "\n\n".join(blocks)],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     report = ast.literal_eval(out.stdout.strip().splitlines()[0])
     assert report["status"] == "completed", report

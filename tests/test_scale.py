@@ -61,9 +61,12 @@ def seed(store: MemoryStore) -> None:
 
 
 def test_dispatch_pages_through_namespaces_and_passes_each_once(
-    db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
+    db: redis.Redis,
+    redis_url: str,
+    procs: Processes,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     names = [f"tenant-{i:02d}" for i in range(30)]
     for ns in names:
         MemoryStore(db, ns).ingest_fact("f", "s", f"memory of {ns}", timestamp=T0)
@@ -174,9 +177,13 @@ def rabbit_queue() -> Iterator[str]:
 
 
 def test_rabbitmq_broker_with_a_real_worker(
-    rabbit_queue: str, db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
+    rabbit_queue: str,
+    db: redis.Redis,
+    redis_url: str,
+    procs: Processes,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     # rabbit_queue comes first: set up first, torn down last, after the worker stopped
     # (a queue deleted under a live worker is declared again by it).
     settings = {"broker_url": RABBIT, "queue": rabbit_queue, "interval_secs": 600}
@@ -219,19 +226,44 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             d.mkdir()
             nodes.append(
                 subprocess.Popen(
-                    [exe, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                     "--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no",
-                     "--dir", str(d)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                    [
+                        exe,
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        str(d),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
                 )
-            )  # fmt: skip
+            )
         for port in ports:
             wait_for(lambda p=port: _pings(p), timeout=20)
         subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
-             "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         wait_for(lambda: all(_cluster_ok(p) for p in ports), timeout=30, interval=0.2)
         client = RedisCluster(host="127.0.0.1", port=ports[0])
         yield client
@@ -289,8 +321,10 @@ def test_cluster_full_pass_in_namespaces_on_every_node(cluster: Any, tmp_path: P
         report = run_pass(store, config)
         assert report.status == "completed", report.reason
         assert (report.expired_pruned, report.superseded_gc, report.conclusions_invalidated) == (
-            1, 2, 1,
-        )  # fmt: skip
+            1,
+            2,
+            1,
+        )
         assert report.nodes_embedded == 1 and report.embedding_coverage == 1.0
         assert store.count() == 1 and store.get("f2") is not None
         again = run_pass(store, config)
@@ -333,9 +367,13 @@ def test_cluster_batches_and_a_held_lock(cluster: Any, tmp_path: Path) -> None:
 
 
 def test_worker_with_its_memory_on_the_cluster(
-    cluster: Any, db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
+    cluster: Any,
+    db: redis.Redis,
+    redis_url: str,
+    procs: Processes,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     """CAR_DREAM_MEMORY_URL=redis+cluster://...: memory and locks on the cluster, broker,
     results and schedule on plain Redis; dispatch reaches namespaces on every node."""
     node = cluster.get_default_node()

@@ -31,9 +31,16 @@ from car_dream.keys import Keys
 from car_dream.store import MemoryStore
 from car_dream.tasks import TASK_NAME, register
 
-from .celery_env import FAST_WORKER, Processes, fresh_app, process_env, procs_fixture  # noqa: F401
+from .celery_env import (  # noqa: F401
+    FAST_WORKER,
+    Processes,
+    fresh_app,
+    process_env,
+    procs_fixture,
+    start_up_failure,
+)
 from .conftest import free_port, wait_for
-from .servers import RedisServer
+from .servers import RedisServer, redis_binary
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -140,17 +147,34 @@ def test_pickle_task_message_is_refused_by_a_real_worker(
             return (open, (str(marker), "w"))
 
     task_id = str(uuid.uuid4())
-    headers = {"lang": "py", "task": TASK_NAME, "id": task_id, "root_id": task_id,
-               "parent_id": None, "group": None, "retries": 0, "eta": None, "expires": None,
-               "timelimit": [None, None], "argsrepr": "()", "kwargsrepr": "{}",
-               "origin": "test"}  # fmt: skip
-    body = pickle.dumps(((Payload(),), {}, {"callbacks": None, "errbacks": None,
-                                           "chain": None, "chord": None}))  # fmt: skip
+    headers = {
+        "lang": "py",
+        "task": TASK_NAME,
+        "id": task_id,
+        "root_id": task_id,
+        "parent_id": None,
+        "group": None,
+        "retries": 0,
+        "eta": None,
+        "expires": None,
+        "timelimit": [None, None],
+        "argsrepr": "()",
+        "kwargsrepr": "{}",
+        "origin": "test",
+    }
+    body = pickle.dumps(
+        ((Payload(),), {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None})
+    )
     with Connection(full) as conn:
         conn.Producer().publish(
-            body, routing_key=queue, exchange="", headers=headers, declare=[Queue(queue)],
-            content_type="application/x-python-serialize", content_encoding="binary",
-        )  # fmt: skip
+            body,
+            routing_key=queue,
+            exchange="",
+            headers=headers,
+            declare=[Queue(queue)],
+            content_type="application/x-python-serialize",
+            content_encoding="binary",
+        )
     procs.wait_log(log, "Refusing to deserialize untrusted content of type pickle", timeout=30)
     # The worker goes on, and a JSON trigger behind it runs; the pickle one never did.
     task = fresh_app(monkeypatch, full, interval_secs=60).tasks[TASK_NAME]
@@ -170,29 +194,91 @@ def _openssl(*args: str, cwd: Path) -> None:
 def tls_server(tmp_path: Path) -> Iterator[tuple[RedisServer, Path]]:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make a throwaway CA")
+    if not _built_with_tls():
+        pytest.skip(f"{redis_binary()} was built without TLS")
     d = tmp_path / "pki"
     d.mkdir()
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-             "ca.pem", "-days", "1", "-subj", "/CN=car-dream test CA", cwd=d)  # fmt: skip
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
-             "server.csr", "-subj", "/CN=127.0.0.1", cwd=d)  # fmt: skip
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=car-dream test CA",
+        cwd=d,
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+        cwd=d,
+    )
     (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "ext.cnf",
-             cwd=d)  # fmt: skip
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        cwd=d,
+    )
     tls_port = free_port()
-    server = RedisServer(tmp_path / "redis", [
-        "--tls-port", str(tls_port), "--tls-cert-file", str(d / "server.pem"),
-        "--tls-key-file", str(d / "server.key"), "--tls-ca-cert-file", str(d / "ca.pem"),
-        "--tls-auth-clients", "no", "--requirepass", PASSWORD,
-    ], password=PASSWORD)  # fmt: skip
+    server = RedisServer(
+        tmp_path / "redis",
+        [
+            "--tls-port",
+            str(tls_port),
+            "--tls-cert-file",
+            str(d / "server.pem"),
+            "--tls-key-file",
+            str(d / "server.key"),
+            "--tls-ca-cert-file",
+            str(d / "ca.pem"),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            PASSWORD,
+        ],
+        password=PASSWORD,
+    )
     try:
-        server.start()
-    except AssertionError:
-        pytest.skip("this redis-server was built without TLS")
-    server.tls_port = tls_port  # type: ignore[attr-defined]
-    yield server, d / "ca.pem"
-    server.stop()
+        server.start()  # a failure here fails the test: TLS support was asked about above
+        server.tls_port = tls_port  # type: ignore[attr-defined]
+        yield server, d / "ca.pem"
+    finally:
+        server.stop()
+
+
+def _built_with_tls() -> bool:
+    """A build without TLS refuses the ``tls-port`` directive; one with TLS, given
+    nothing to listen on, exits at once."""
+    cmd = [redis_binary(), "--port", "0", "--tls-port", "0", "--save", ""]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    return "Bad directive" not in out.stdout + out.stderr
 
 
 def test_rediss_against_a_tls_redis(
@@ -213,9 +299,11 @@ def test_rediss_against_a_tls_redis(
 
 
 def test_worker_and_beat_over_tls_with_a_private_ca(
-    tls_server: tuple[RedisServer, Path], procs: Processes, tmp_path: Path,
+    tls_server: tuple[RedisServer, Path],
+    procs: Processes,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     """Broker, results, RedBeat's schedule and the memory, all over rediss://: the CA
     comes from the URL, certificates are verified, and the plain port is never used."""
     server, ca = tls_server
@@ -259,19 +347,6 @@ def test_namespace_names_cannot_address_other_keys(
     with pytest.raises(InvalidInputError):
         task.run(namespace=ns)
     assert fake.keys("*") == []
-
-
-def start_up_failure(role: str, redis_url: str, tmp_path: Path) -> str:
-    """Run ``celery worker`` or ``beat`` on ``redis_url``; it must exit non-zero. Its output."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAR_DREAM_")}
-    env.update(CAR_DREAM_REDIS_URL=redis_url, CAR_DREAM_DATA_DIR=str(tmp_path))
-    cmd = [sys.executable, "-m", "celery", "-A", "car_dream", role, "--loglevel", "INFO"]
-    if role == "beat":
-        cmd += ["--schedule", str(tmp_path / "beat-schedule")]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90, check=False)
-    text = done.stdout + done.stderr
-    assert done.returncode != 0, text
-    return text
 
 
 @pytest.mark.parametrize("role", ["worker", "beat"])

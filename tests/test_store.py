@@ -30,7 +30,7 @@ from car_dream.store import MemoryStore, Node
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["fake", "real"])
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.integration)])
 def store(request: pytest.FixtureRequest) -> MemoryStore:
     """The same test on fakeredis and on the real server."""
     return request.getfixturevalue(f"{request.param}_store")
@@ -78,9 +78,17 @@ def embed(store: MemoryStore, node_id: str, model: str = "m1") -> np.ndarray:
     try:
         reply = store.scripts.store_vectors(
             keys=[store.keys.lock],
-            args=[store.keys.prefix, "tok", model, vec.nbytes, node_id, str(node.rev),
-                  vec.tobytes(), ""],
-        )  # fmt: skip
+            args=[
+                store.keys.prefix,
+                "tok",
+                model,
+                vec.nbytes,
+                node_id,
+                str(node.rev),
+                vec.tobytes(),
+                "",
+            ],
+        )
     finally:
         store.client.delete(store.keys.lock)
     assert reply[0] == b"ok" and int(reply[1]) == 1
@@ -100,10 +108,20 @@ def seed(store: MemoryStore) -> None:
 
 
 def test_ingest_fact_and_read_back(store: MemoryStore) -> None:
-    assert store.ingest_fact(
-        "f1", "weather", "it rains", source="sensor", provenance="observed",
-        timestamp=T0, scope="team", tags=["a", "b"], pinned=True,
-    ) is True  # fmt: skip
+    assert (
+        store.ingest_fact(
+            "f1",
+            "weather",
+            "it rains",
+            source="sensor",
+            provenance="observed",
+            timestamp=T0,
+            scope="team",
+            tags=["a", "b"],
+            pinned=True,
+        )
+        is True
+    )
     node = store.get("f1")
     assert isinstance(node, Node)
     assert node.kind == "fact"
@@ -169,9 +187,12 @@ def test_counts_ids_iter_nodes_and_index_sizes(store: MemoryStore) -> None:
     assert set(store.ids("fact")) == {"base", "old", "new"}
     assert {n.id for n in store.iter_nodes("fact")} == {"base", "old", "new"}
     assert {(n.id, n.kind) for n in store.iter_nodes()} == {
-        ("base", "fact"), ("old", "fact"), ("new", "fact"),
-        ("env", "environment"), ("c1", "conclusion"),
-    }  # fmt: skip
+        ("base", "fact"),
+        ("old", "fact"),
+        ("new", "fact"),
+        ("env", "environment"),
+        ("c1", "conclusion"),
+    }
     sizes = store.index_sizes()
     assert sizes.nodes == {"fact": 3, "environment": 1, "conclusion": 1}
     assert sizes.total_nodes == 5
@@ -204,52 +225,87 @@ BAD_CALLS: dict[str, tuple[Call, type[Exception]]] = {
     "content empty": (lambda s: s.ingest_fact("f", "s", ""), InvalidInputError),
     "content env empty": (lambda s: s.ingest_environment("e", ""), InvalidInputError),
     "content conclusion empty": (
-        lambda s: s.ingest_conclusion("c", "", premises=["base"]), InvalidInputError),
+        lambda s: s.ingest_conclusion("c", "", premises=["base"]),
+        InvalidInputError,
+    ),
     "content not str": (lambda s: s.ingest_fact("f", "s", 123), InvalidInputError),
     "content too long": (lambda s: s.ingest_fact("f", "s", "x" * 1_000_001), InvalidInputError),
     "content lone surrogate": (lambda s: s.ingest_fact("f", "s", "a\ud800"), InvalidInputError),
-    "timestamp naive": (lambda s: s.ingest_fact("f", "s", "c", timestamp=NAIVE),
-                        InvalidInputError),
-    "timestamp nan": (lambda s: s.ingest_fact("f", "s", "c", timestamp=math.nan),
-                      InvalidInputError),
-    "timestamp inf": (lambda s: s.ingest_fact("f", "s", "c", timestamp=math.inf),
-                      InvalidInputError),
-    "timestamp huge int": (lambda s: s.ingest_fact("f", "s", "c", timestamp=10**400),
-                           InvalidInputError),
+    "timestamp naive": (lambda s: s.ingest_fact("f", "s", "c", timestamp=NAIVE), InvalidInputError),
+    "timestamp nan": (
+        lambda s: s.ingest_fact("f", "s", "c", timestamp=math.nan),
+        InvalidInputError,
+    ),
+    "timestamp inf": (
+        lambda s: s.ingest_fact("f", "s", "c", timestamp=math.inf),
+        InvalidInputError,
+    ),
+    "timestamp huge int": (
+        lambda s: s.ingest_fact("f", "s", "c", timestamp=10**400),
+        InvalidInputError,
+    ),
     "timestamp bool": (lambda s: s.ingest_fact("f", "s", "c", timestamp=True), InvalidInputError),
-    "timestamp str": (lambda s: s.ingest_fact("f", "s", "c", timestamp="2024-05-01"),
-                      InvalidInputError),
-    "observed_at naive": (lambda s: s.ingest_environment("e", "c", observed_at=NAIVE),
-                          InvalidInputError),
-    "expires_at naive": (lambda s: s.ingest_environment("e", "c", expires_at=NAIVE),
-                         InvalidInputError),
-    "expires_at nan": (lambda s: s.ingest_environment("e", "c", expires_at=math.nan),
-                       InvalidInputError),
-    "supersedes itself": (lambda s: s.ingest_fact("f", "s", "c", supersedes="f"),
-                          InvalidInputError),
-    "supersedes bad id": (lambda s: s.ingest_fact("f", "s", "c", supersedes="a b"),
-                          InvalidInputError),
-    "supersedes unknown": (lambda s: s.ingest_fact("f", "s", "c", supersedes="ghost"),
-                           UnknownNodeError),
+    "timestamp str": (
+        lambda s: s.ingest_fact("f", "s", "c", timestamp="2024-05-01"),
+        InvalidInputError,
+    ),
+    "observed_at naive": (
+        lambda s: s.ingest_environment("e", "c", observed_at=NAIVE),
+        InvalidInputError,
+    ),
+    "expires_at naive": (
+        lambda s: s.ingest_environment("e", "c", expires_at=NAIVE),
+        InvalidInputError,
+    ),
+    "expires_at nan": (
+        lambda s: s.ingest_environment("e", "c", expires_at=math.nan),
+        InvalidInputError,
+    ),
+    "supersedes itself": (
+        lambda s: s.ingest_fact("f", "s", "c", supersedes="f"),
+        InvalidInputError,
+    ),
+    "supersedes bad id": (
+        lambda s: s.ingest_fact("f", "s", "c", supersedes="a b"),
+        InvalidInputError,
+    ),
+    "supersedes unknown": (
+        lambda s: s.ingest_fact("f", "s", "c", supersedes="ghost"),
+        UnknownNodeError,
+    ),
     "rewrite supersedes unknown": (
-        lambda s: s.ingest_fact("base", "s", "changed", supersedes="ghost"), UnknownNodeError),
-    "premises string": (lambda s: s.ingest_conclusion("c", "x", premises="base"),
-                        InvalidInputError),
+        lambda s: s.ingest_fact("base", "s", "changed", supersedes="ghost"),
+        UnknownNodeError,
+    ),
+    "premises string": (
+        lambda s: s.ingest_conclusion("c", "x", premises="base"),
+        InvalidInputError,
+    ),
     "premises empty": (lambda s: s.ingest_conclusion("c", "x", premises=[]), InvalidInputError),
-    "premise bad id": (lambda s: s.ingest_conclusion("c", "x", premises=["a b"]),
-                       InvalidInputError),
-    "premise unknown": (lambda s: s.ingest_conclusion("c", "x", premises=["ghost"]),
-                        UnknownNodeError),
-    "one premise unknown": (lambda s: s.ingest_conclusion("c", "x", premises=["base", "ghost"]),
-                            UnknownNodeError),
-    "premise itself": (lambda s: s.ingest_conclusion("c", "x", premises=["base", "c"]),
-                       InvalidInputError),
+    "premise bad id": (
+        lambda s: s.ingest_conclusion("c", "x", premises=["a b"]),
+        InvalidInputError,
+    ),
+    "premise unknown": (
+        lambda s: s.ingest_conclusion("c", "x", premises=["ghost"]),
+        UnknownNodeError,
+    ),
+    "one premise unknown": (
+        lambda s: s.ingest_conclusion("c", "x", premises=["base", "ghost"]),
+        UnknownNodeError,
+    ),
+    "premise itself": (
+        lambda s: s.ingest_conclusion("c", "x", premises=["base", "c"]),
+        InvalidInputError,
+    ),
     "rewrite superseded": (lambda s: s.ingest_fact("old", "topic", "v3"), SupersededNodeError),
     "kind change fact->env": (lambda s: s.ingest_environment("base", "x"), InvalidInputError),
     "kind change env->fact": (lambda s: s.ingest_fact("env", "s", "x"), InvalidInputError),
     "kind change fact->conclusion": (
-        lambda s: s.ingest_conclusion("new", "x", premises=["base"]), InvalidInputError),
-}  # fmt: skip
+        lambda s: s.ingest_conclusion("new", "x", premises=["base"]),
+        InvalidInputError,
+    ),
+}
 
 
 @pytest.mark.parametrize(("call", "error"), BAD_CALLS.values(), ids=list(BAD_CALLS))
@@ -448,10 +504,16 @@ def test_reports_empty(store: MemoryStore) -> None:
 
 def test_report_roundtrip_keeps_fields(store: MemoryStore) -> None:
     report = ConsolidationReport(
-        started_at=T0, finished_at=T0 + timedelta(seconds=1), namespace=store.namespace,
-        status="skipped", reason="coalesced", warnings=["w1"], skipped_records=2,
-        embedding_coverage=0.5, lock_ttl_remaining=12.5,
-    )  # fmt: skip
+        started_at=T0,
+        finished_at=T0 + timedelta(seconds=1),
+        namespace=store.namespace,
+        status="skipped",
+        reason="coalesced",
+        warnings=["w1"],
+        skipped_records=2,
+        embedding_coverage=0.5,
+        lock_ttl_remaining=12.5,
+    )
     store.record_report(report)
     assert store.reports(1) == [report]
 

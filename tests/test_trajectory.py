@@ -29,16 +29,26 @@ def record(**overrides: Any) -> dict[str, Any]:
         "source": "planner",
         "action_count": 2,
         "events": [
-            {"kind": "action_succeeded", "action_id": "a1", "tool": "shell",
-             "data": {"cmd": "ls"}, "duration_ms": 12.5},
-            {"kind": "action_failed", "action_id": "a2", "tool": "http",
-             "data": None, "duration_ms": 3},
+            {
+                "kind": "action_succeeded",
+                "action_id": "a1",
+                "tool": "shell",
+                "data": {"cmd": "ls"},
+                "duration_ms": 12.5,
+            },
+            {
+                "kind": "action_failed",
+                "action_id": "a2",
+                "tool": "http",
+                "data": None,
+                "duration_ms": 3,
+            },
         ],
         "outcome": "success",
         "timestamp": "2024-05-01T12:30:00Z",
         "duration_ms": 15.5,
         "replan_attempts": 0,
-    }  # fmt: skip
+    }
     rec.update(overrides)
     return rec
 
@@ -168,10 +178,11 @@ def test_arbitrary_bytes_only_ever_raise_value_error(raw: bytes) -> None:
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
-                                                                 max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=8,
-)  # fmt: skip
+)
 
 
 @settings(max_examples=80, deadline=None)

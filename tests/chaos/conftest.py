@@ -80,16 +80,34 @@ def seed(
     pipe = store.client.pipeline(transaction=False)
     k, ingest = store.keys, store.scripts.ingest
     rows: Iterator[tuple[str, str, str, list[str]]] = itertools.chain(
-        ((f"{tag}exp.{i}", "environment", repr(now - 1),
-          ["content", f"old observation {i}", "observed_at", repr(now - 60)])
-         for i in range(expired)),
-        ((f"{tag}fact.{i}", "fact", "",
-          ["content", f"fact number {i} about the world", "subject", "chaos"])
-         for i in range(facts)),
-        ((f"keep.{i}", "environment", repr(now + 3600),
-          ["content", f"fresh observation {i}", "observed_at", repr(now)])
-         for i in range(keepers)),
-    )  # fmt: skip
+        (
+            (
+                f"{tag}exp.{i}",
+                "environment",
+                repr(now - 1),
+                ["content", f"old observation {i}", "observed_at", repr(now - 60)],
+            )
+            for i in range(expired)
+        ),
+        (
+            (
+                f"{tag}fact.{i}",
+                "fact",
+                "",
+                ["content", f"fact number {i} about the world", "subject", "chaos"],
+            )
+            for i in range(facts)
+        ),
+        (
+            (
+                f"keep.{i}",
+                "environment",
+                repr(now + 3600),
+                ["content", f"fresh observation {i}", "observed_at", repr(now)],
+            )
+            for i in range(keepers)
+        ),
+    )
     for n, (node_id, kind, exp, fields) in enumerate(rows, start=1):
         ingest(
             keys=[k.node(node_id)],
@@ -174,8 +192,14 @@ def record(request: pytest.FixtureRequest) -> Any:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not ROWS:
         return
-    head = ("scenario", "faults injected", "passes completed", "nodes wrongly lost",
-            "duplicate concurrent passes", "time to recover")  # fmt: skip
+    head = (
+        "scenario",
+        "faults injected",
+        "passes completed",
+        "nodes wrongly lost",
+        "duplicate concurrent passes",
+        "time to recover",
+    )
     rows = [
         (r.scenario, r.faults, str(r.passes), str(r.lost), str(r.duplicates), r.recover)
         for r in ROWS

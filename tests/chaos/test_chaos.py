@@ -90,9 +90,13 @@ def secs(t: float) -> str:
 
 
 def test_1_kill_9_worker_mid_pass(
-    server: RedisServer, procs: Processes, tap: ReportTap, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, record: Any,
-) -> None:  # fmt: skip
+    server: RedisServer,
+    procs: Processes,
+    tap: ReportTap,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    record: Any,
+) -> None:
     client = server.client()
     store = MemoryStore(client, "default")
     seed(store, expired=20000, facts=10000, keepers=300)
@@ -126,17 +130,30 @@ def test_1_kill_9_worker_mid_pass(
     assert lost == 0
     dup = overlapping(tap.reports)
     assert dup == 0
-    record(Row("1 kill -9 worker mid-pass", "1 SIGKILL", len(tap.completed()), lost, dup,
-               secs(recovered), f"lock freed by its TTL {secs(freed)} after the kill"))  # fmt: skip
+    record(
+        Row(
+            "1 kill -9 worker mid-pass",
+            "1 SIGKILL",
+            len(tap.completed()),
+            lost,
+            dup,
+            secs(recovered),
+            f"lock freed by its TTL {secs(freed)} after the kill",
+        )
+    )
 
 
 # -- 2 -----------------------------------------------------------------------------
 
 
 def test_2_pass_loses_its_lock_while_frozen(
-    server: RedisServer, procs: Processes, tap: ReportTap, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, record: Any,
-) -> None:  # fmt: skip
+    server: RedisServer,
+    procs: Processes,
+    tap: ReportTap,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    record: Any,
+) -> None:
     client = server.client()
     store = MemoryStore(client, "default")
     seed(store, expired=5000, facts=15000, keepers=200)
@@ -169,9 +186,17 @@ def test_2_pass_loses_its_lock_while_frozen(
     assert lost == 0
     dup = overlapping(tap.reports)
     assert dup == 0
-    record(Row("2 lock lost while frozen", "SIGSTOP past TTL + SIGCONT", len(tap.completed()),
-               lost, dup, secs(woke - stopped),
-               "frozen pass ended lost_lock, wrote nothing after waking"))  # fmt: skip
+    record(
+        Row(
+            "2 lock lost while frozen",
+            "SIGSTOP past TTL + SIGCONT",
+            len(tap.completed()),
+            lost,
+            dup,
+            secs(woke - stopped),
+            "frozen pass ended lost_lock, wrote nothing after waking",
+        )
+    )
 
 
 # -- 3 -----------------------------------------------------------------------------
@@ -231,10 +256,12 @@ def test_3_writers_during_passes(
     facts = [r["id"] for r in rows if r["op"] in ("fact", "supersede")]
     lost_facts = [f for f in facts if f not in superseded and not client.exists(store.keys.node(f))]
     lost_conclusions = [
-        r["id"] for r in rows
-        if r["op"] == "conclusion" and r["premise"] not in superseded
+        r["id"]
+        for r in rows
+        if r["op"] == "conclusion"
+        and r["premise"] not in superseded
         and not client.exists(store.keys.node(r["id"]))
-    ]  # fmt: skip
+    ]
     lost = len(early) + len(gone_alive) + len(lost_facts) + len(lost_conclusions)
     assert lost == 0, (early[:5], gone_alive[:5], lost_facts[:5], lost_conclusions[:5])
     # Passes really did remove things meanwhile: expired, superseded, invalidated.
@@ -247,10 +274,18 @@ def test_3_writers_during_passes(
     assert_invariants(store)
     dup = overlapping(tap.reports)
     assert dup == 0
-    record(Row("3 writers during passes", f"{ops} writes by 4 writers in {duration:.0f}s",
-               len(done), lost, dup, "-",
-               f"{sum(r.expired_pruned for r in done)} expired pruned, "
-               f"{sum(r.superseded_gc for r in done)} superseded collected"))  # fmt: skip
+    record(
+        Row(
+            "3 writers during passes",
+            f"{ops} writes by 4 writers in {duration:.0f}s",
+            len(done),
+            lost,
+            dup,
+            "-",
+            f"{sum(r.expired_pruned for r in done)} expired pruned, "
+            f"{sum(r.superseded_gc for r in done)} superseded collected",
+        )
+    )
 
 
 # -- 4 -----------------------------------------------------------------------------
@@ -295,10 +330,17 @@ def test_4_redis_goes_away(
     assert lost == 0 and check.nodes == 15100
     dup = overlapping(tap.reports)
     assert dup == 0
-    record(Row("4 Redis goes away", "2 x Redis down 10s (mid-pass, beat tick)",
-               len(tap.completed()), lost, dup,
-               f"{secs(first_recovery)} / {secs(second_recovery)}",
-               "interrupted pass ended failed; worker and beat reconnected"))  # fmt: skip
+    record(
+        Row(
+            "4 Redis goes away",
+            "2 x Redis down 10s (mid-pass, beat tick)",
+            len(tap.completed()),
+            lost,
+            dup,
+            f"{secs(first_recovery)} / {secs(second_recovery)}",
+            "interrupted pass ended failed; worker and beat reconnected",
+        )
+    )
 
 
 # -- 5 -----------------------------------------------------------------------------
@@ -331,8 +373,10 @@ def test_5_beat_fail_over(
     killed, killed_at = time.monotonic(), time.time()
     wait_for(lambda: "Sending due task" in logs[standby].read_text(), 60, interval=0.1)
     took_over = time.monotonic() - killed
-    wait_for(lambda: [r for r in tap.completed(trailing=False)
-                      if r.started_at.timestamp() > killed_at], 30)  # fmt: skip
+    wait_for(
+        lambda: [r for r in tap.completed(trailing=False) if r.started_at.timestamp() > killed_at],
+        30,
+    )
     recovered = time.monotonic() - killed
     lock_timeout = max(10, beat_max_loop_interval(2) * 5)
     assert took_over <= lock_timeout + 2 * 2 + 3  # RedBeat's lock timeout, plus two ticks
@@ -342,18 +386,30 @@ def test_5_beat_fail_over(
     assert missing_keepers(store, 50) == 0
     dup = overlapping(tap.reports)
     assert dup == 0
-    record(Row("5 beat fail-over", "SIGKILL the sending beat", len(tap.completed()), 0, dup,
-               secs(recovered), f"standby sent after {secs(took_over)} "
-               f"(RedBeat lock timeout {lock_timeout}s)"))  # fmt: skip
+    record(
+        Row(
+            "5 beat fail-over",
+            "SIGKILL the sending beat",
+            len(tap.completed()),
+            0,
+            dup,
+            secs(recovered),
+            f"standby sent after {secs(took_over)} (RedBeat lock timeout {lock_timeout}s)",
+        )
+    )
 
 
 # -- 6 -----------------------------------------------------------------------------
 
 
 def test_6_warm_shutdown_mid_pass(
-    server: RedisServer, procs: Processes, tap: ReportTap, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, record: Any,
-) -> None:  # fmt: skip
+    server: RedisServer,
+    procs: Processes,
+    tap: ReportTap,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    record: Any,
+) -> None:
     client = server.client()
     store = MemoryStore(client, "default")
     settings = {"interval_secs": 8, "batch_size": 5, "max_trailing": 0}
@@ -375,8 +431,14 @@ def test_6_warm_shutdown_mid_pass(
         worker.wait(120)
         recover.append(time.monotonic() - sent)
         forget(procs, worker)
-        mine = wait_for(lambda: [r for r in tap.reports if r.status != "skipped"
-                                 and r.started_at.timestamp() > time.time() - 300], 10)  # fmt: skip
+        mine = wait_for(
+            lambda: [
+                r
+                for r in tap.reports
+                if r.status != "skipped" and r.started_at.timestamp() > time.time() - 300
+            ],
+            10,
+        )
         status = mine[-1].status
         assert status in ("completed", "cancelled"), (variant, status, mine[-1].reason)
         value = lock_value(client)
@@ -390,8 +452,17 @@ def test_6_warm_shutdown_mid_pass(
         tap.reports.clear()
         client.delete(store.keys.lock)
     dup = overlapping(tap.reports)
-    record(Row("6 warm shutdown (SIGTERM)", "SIGTERM worker, SIGTERM group", 2, 0, dup,
-               " / ".join(secs(r) for r in recover), "; ".join(outcomes)))  # fmt: skip
+    record(
+        Row(
+            "6 warm shutdown (SIGTERM)",
+            "SIGTERM worker, SIGTERM group",
+            2,
+            0,
+            dup,
+            " / ".join(secs(r) for r in recover),
+            "; ".join(outcomes),
+        )
+    )
 
 
 # -- 7 -----------------------------------------------------------------------------
@@ -407,9 +478,13 @@ print("\\n".join(ids))
 
 
 def test_7_trigger_storm(
-    server: RedisServer, procs: Processes, tap: ReportTap, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, record: Any,
-) -> None:  # fmt: skip
+    server: RedisServer,
+    procs: Processes,
+    tap: ReportTap,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    record: Any,
+) -> None:
     client = server.client()
     store = MemoryStore(client, "default")
     seed(store, expired=50, facts=50, keepers=50)
@@ -419,10 +494,15 @@ def test_7_trigger_storm(
     app = fresh_app(monkeypatch, server.url, **settings)
     started = time.monotonic()
     storms = [
-        subprocess.Popen([sys.executable, "-c", STORM], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, start_new_session=True)
+        subprocess.Popen(
+            [sys.executable, "-c", STORM],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         for _ in range(10)
-    ]  # fmt: skip
+    ]
     ids: list[str] = []
     for p in storms:
         out, err = p.communicate(timeout=120)
@@ -440,5 +520,14 @@ def test_7_trigger_storm(
     assert missing_keepers(store, 50) == 0
     dup = overlapping(tap.reports)
     assert dup == 0
-    record(Row("7 trigger storm", "500 delay() from 10 processes", len(tap.completed()), 0, dup,
-               secs(settled), "1 pass did work, 499 stored 'skipped', 0 raised"))  # fmt: skip
+    record(
+        Row(
+            "7 trigger storm",
+            "500 delay() from 10 processes",
+            len(tap.completed()),
+            0,
+            dup,
+            secs(settled),
+            "1 pass did work, 499 stored 'skipped', 0 raised",
+        )
+    )
