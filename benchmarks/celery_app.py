@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from car_dream import app
-from car_dream.tasks import consolidate, dispatch
+from car_dream.app import consolidate, dispatch
 
 __all__ = ["app", "consolidate", "dispatch", "noop"]
 

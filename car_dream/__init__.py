@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from .app import app
+from .app import app, consolidate, create_app
+from .celery_config import dream_config, get_redis
 from .check import CheckReport, check_store
 from .config import DreamConfig, load_config, mask_url
 from .consolidate import run_pass
@@ -26,7 +27,6 @@ from .loop import DreamHandle, spawn_dream_loop
 from .report import ConsolidationReport
 from .schedule import ensure_dream_task
 from .store import MemoryStore, Node, WriteBatch
-from .tasks import consolidate
 
 __all__ = [
     "CarDreamError",
@@ -50,7 +50,10 @@ __all__ = [
     "app",
     "check_store",
     "consolidate",
+    "create_app",
+    "dream_config",
     "ensure_dream_task",
+    "get_redis",
     "load_config",
     "mask_url",
     "run_pass",

@@ -24,7 +24,9 @@ from redbeat.schedulers import (
     get_redis,
 )
 
+from .celery_config import preflight
 from .config import mask_url
+from .schedule import ensure_dream_task
 
 __all__ = ["DreamScheduler"]
 
@@ -42,9 +44,7 @@ class DreamScheduler(RedBeatScheduler):  # type: ignore[misc]
     lock: Any = None  # taken in the first tick that can
 
     def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
-        from .app import preflight  # RedBeat reads Redis while it sets up, before beat_init
-
-        preflight(app)
+        preflight(app)  # RedBeat reads Redis while it sets up, before beat_init
         super().__init__(app, *args, **kwargs)
 
     def setup_schedule(self) -> None:
@@ -61,8 +61,6 @@ class DreamScheduler(RedBeatScheduler):  # type: ignore[misc]
             super().setup_schedule()
             self._set_up = True
         if not self._entry_ensured:
-            from .schedule import ensure_dream_task
-
             try:
                 ensure_dream_task(self.app)
             except _OUTAGE:

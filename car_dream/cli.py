@@ -39,13 +39,13 @@ class Env:
 
     @cached_property
     def url(self) -> str:
-        from .app import resolve_redis_url
+        from .celery_config import resolve_redis_url
 
         return resolve_redis_url(self.config)
 
     @cached_property
     def client(self) -> Any:
-        from .app import memory_client
+        from .connection import memory_client
 
         client = memory_client(self.config.memory_url or self.url, socket_connect_timeout=5)
         # One round trip, so that a Redis that is away or refuses the password gets the
@@ -331,7 +331,7 @@ def run_once(env: Env, force: bool, as_json: bool) -> None:
 @pass_env
 def trigger(env: Env, force: bool, wait: bool, timeout: float) -> None:
     """Ask a worker for a pass now (consolidate.delay())."""
-    from .tasks import consolidate
+    from .app import consolidate
     from .trigger import queue_pass, wait_for_report
 
     # The settings first: read by Celery, a bad one would be logged and ignored.

@@ -15,10 +15,10 @@ from redbeat.decoder import RedBeatJSONEncoder
 from redbeat.schedulers import RedBeatSchedulerEntry, ensure_conf
 from redbeat.schedulers import get_redis as redbeat_redis
 
-from .app import app as default_app
-from .app import dream_config
+from .celery_config import dream_config
 from .config import DreamConfig
 from .keys import DREAM_ENTRY_NAME
+from .tasks import DISPATCH_TASK_NAME, TASK_NAME
 
 __all__ = [
     "DISPATCH_ENTRY_NAME",
@@ -32,8 +32,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = "car_dream.consolidate"
-DISPATCH_TASK_NAME = "car_dream.dispatch"
 # Not of the form ``car-dream:<namespace>``, so no namespace can take its name.
 DISPATCH_ENTRY_NAME = f"{DREAM_ENTRY_NAME}-dispatch"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -78,7 +76,7 @@ def _entry(celery_app: Celery, every_secs: int, config: DreamConfig) -> RedBeatS
     )
 
 
-def ensure_dream_task(celery_app: Celery | None = None, *, warn: bool = True) -> bool:
+def ensure_dream_task(celery_app: Celery, *, warn: bool = True) -> bool:
     """Create the beat entry (every ``interval_secs``) unless it exists; True if created.
 
     With ``warn``, an existing entry whose interval differs from the setting is logged.
@@ -89,7 +87,7 @@ def ensure_dream_task(celery_app: Celery | None = None, *, warn: bool = True) ->
     ``CAR_DREAM_NAMESPACE`` is removed, since dispatch covers it; with it false, the
     reverse. So a namespace is never triggered by both.
     """
-    target = celery_app or default_app
+    target = celery_app
     config = dream_config(target)
     conf = ensure_conf(target)
     with _client_guard:  # RedBeat creates its client lazily, and not thread-safely
@@ -155,15 +153,13 @@ def next_run(
     return (due, None) if due > now else (now, due)
 
 
-def get_schedule(
-    celery_app: Celery | None = None, now: datetime | None = None
-) -> dict[str, Any] | None:
+def get_schedule(celery_app: Celery, now: datetime | None = None) -> dict[str, Any] | None:
     """The beat entry (dispatch, or the namespace's) as plain data, or None if there is none.
 
     ``next_run_at`` is when beat sends it next (None if disabled); ``due_since`` is set
     when that is now because the entry is overdue.
     """
-    target = celery_app or default_app
+    target = celery_app
     entry = _load(target, _name(dream_config(target)))
     if entry is None:
         return None
@@ -187,11 +183,11 @@ def get_schedule(
     }
 
 
-def set_schedule(every_secs: int, celery_app: Celery | None = None) -> dict[str, Any]:
+def set_schedule(every_secs: int, celery_app: Celery) -> dict[str, Any]:
     """Run the namespace's pass every ``every_secs`` from now on (creating the entry)."""
     if every_secs < MIN_EVERY:
         raise ValueError(f"the interval must be at least {MIN_EVERY}s")
-    target = celery_app or default_app
+    target = celery_app
     config = dream_config(target)
     entry = _load(target, _name(config))
     if entry is None:

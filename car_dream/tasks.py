@@ -13,13 +13,13 @@ from typing import Any
 
 from celery import Celery, Task
 
-from .app import app, dream_config, get_redis
+from .celery_config import dream_config, get_redis
 from .consolidate import run_pass
 from .errors import InvalidInputError, PassFailedError
 from .keys import NAMESPACE_RE, NAMESPACES_KEY, validate_namespace
 from .store import MemoryStore
 
-__all__ = ["DISPATCH_TASK_NAME", "TASK_NAME", "consolidate", "dispatch", "register"]
+__all__ = ["DISPATCH_TASK_NAME", "TASK_NAME", "register"]
 
 TASK_NAME = "car_dream.consolidate"
 DISPATCH_TASK_NAME = "car_dream.dispatch"
@@ -120,18 +120,9 @@ def _dispatch(self: Task, cursor: int = 0) -> dict[str, Any]:
 _DISPATCH_OPTIONS: dict[str, Any] = {"name": DISPATCH_TASK_NAME, "bind": True}
 
 
-def register(celery_app: Celery) -> Any:
-    """Register the tasks on another car-dream app (see :func:`car_dream.app.create_app`).
-
-    Returns the consolidate task; the dispatch task is ``celery_app.tasks[DISPATCH_TASK_NAME]``.
-    """
-    register_dispatch(celery_app)
-    return celery_app.task(**_OPTIONS)(_consolidate)
-
-
-def register_dispatch(celery_app: Celery) -> Any:
-    return celery_app.task(**_DISPATCH_OPTIONS)(_dispatch)
-
-
-dispatch = register_dispatch(app)
-consolidate = app.task(**_OPTIONS)(_consolidate)
+def register(celery_app: Celery) -> tuple[Any, Any]:
+    """Register ``car_dream.consolidate`` and ``car_dream.dispatch`` on ``celery_app``;
+    returns them. Lazily, as ``app.task`` does: the app is neither finalized nor
+    configured by this."""
+    dispatch = celery_app.task(**_DISPATCH_OPTIONS)(_dispatch)
+    return celery_app.task(**_OPTIONS)(_consolidate), dispatch

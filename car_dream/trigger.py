@@ -17,7 +17,8 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 
-from .app import memory_client
+from .celery_config import redis_url
+from .connection import memory_client
 from .errors import CarDreamError
 
 __all__ = ["queue_pass", "wait_for_report"]
@@ -44,7 +45,7 @@ def _unreachable(exc: BaseException, what: str) -> Exception:
 def check_reachable(celery_app: Celery) -> None:
     """Raise now if Redis (results) or the broker cannot be reached or refuses us."""
     client = memory_client(
-        str(celery_app.conf.car_dream_redis_url),
+        redis_url(celery_app),
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=CONNECT_TIMEOUT,
     )

@@ -15,7 +15,6 @@ from celery import Celery
 
 from car_dream.app import create_app
 from car_dream.keys import REDBEAT_PREFIX
-from car_dream.tasks import register
 
 from .conftest import celery_bin, stop_process, wait_for
 
@@ -41,7 +40,6 @@ def fresh_app(monkeypatch: pytest.MonkeyPatch, redis_url: str, **settings: Any) 
         monkeypatch.setenv(name, value)
     wipe_schedule(redis_url)
     celery_app = create_app()
-    register(celery_app)
     return celery_app
 
 

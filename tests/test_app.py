@@ -11,11 +11,13 @@ from typing import Any
 import fakeredis
 import pytest
 
-from car_dream.app import beat_max_loop_interval, celery_settings, celery_url, create_app
+from car_dream.app import create_app
+from car_dream.celery_config import beat_max_loop_interval, celery_settings
 from car_dream.config import load_config
+from car_dream.connection import celery_url
 from car_dream.errors import InvalidInputError, PassFailedError
 from car_dream.report import ConsolidationReport
-from car_dream.tasks import TASK_NAME, register
+from car_dream.tasks import TASK_NAME
 
 
 @pytest.mark.integration  # a fresh interpreter
@@ -92,7 +94,7 @@ def _eager_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> A
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = True
     app._car_dream_redis = fakeredis.FakeRedis()
-    return app, register(app)
+    return app, app.tasks[TASK_NAME]
 
 
 def _fake_pass(calls: list[dict[str, Any]], **fields: Any) -> Any:

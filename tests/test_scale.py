@@ -129,9 +129,9 @@ def test_dispatch_sends_small_messages_in_pages(
 def test_dispatch_setting_picks_the_beat_entry(
     redis_url: str, monkeypatch: pytest.MonkeyPatch, db: redis.Redis
 ) -> None:
-    from car_dream.app import create_app, dream_config
+    from car_dream.app import create_app
+    from car_dream.celery_config import dream_config
     from car_dream.schedule import DISPATCH_ENTRY_NAME, ensure_dream_task, get_schedule
-    from car_dream.tasks import register
 
     plain = fresh_app(monkeypatch, redis_url, interval_secs=900)
     dream_config(plain)  # read now, before the variable below
@@ -139,7 +139,6 @@ def test_dispatch_setting_picks_the_beat_entry(
     assert get_schedule(plain)["name"] == "car-dream"  # type: ignore[index]
     monkeypatch.setenv("CAR_DREAM_DISPATCH", "true")
     fanout = create_app()
-    register(fanout)
     assert ensure_dream_task(fanout) is True
     entry = get_schedule(fanout)
     assert entry is not None and entry["name"] == DISPATCH_ENTRY_NAME

