@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from car_dream.cli import format_report
+from car_dream.cli_env import format_report
 from car_dream.config import DreamConfig
 from car_dream.consolidate import log_report, run_pass
 from car_dream.report import ConsolidationReport

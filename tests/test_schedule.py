@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redbeat.schedulers import RedBeatSchedulerEntry
 
-from car_dream.cli import next_run_text
+from car_dream.cli_env import next_run_text
 from car_dream.schedule import (
     ensure_dream_task,
     entry_name,
