@@ -20,6 +20,7 @@ from .keys import NAMESPACES_KEY, Keys, validate_node_id
 from .node import KINDS, IndexSizes, Node, NodeKind, coverage, text
 from .report import ConsolidationReport
 from .scripts import Scripts
+from .totals import queue_shared, queue_totals
 from .writes import WriteBatch, WriteCall, Writes, check_reply, to_epoch
 
 __all__ = [
@@ -209,16 +210,22 @@ class MemoryStore(Writes[bool]):
     # -- reports -----------------------------------------------------------------
 
     def record_report(self, report: ConsolidationReport) -> None:
-        """Keep the report in the capped list and publish it to live watchers."""
+        """Keep the report in the capped list, add it to the running totals the exporter
+        reads (same transaction) and publish it to live watchers."""
         data = report.model_dump_json()
         cluster = is_cluster(self.client)
         pipe = self.client.pipeline(transaction=True)
         pipe.lpush(self.keys.reports, data)
         pipe.ltrim(self.keys.reports, 0, REPORTS_KEPT - 1)
+        queue_totals(pipe, self.keys, report)
         if not cluster:  # one round trip; a cluster pipeline refuses PUBLISH (no key)
+            queue_shared(pipe, self.keys, report)
             pipe.publish(self.keys.reports_channel, data)
         pipe.execute()
-        if cluster:
+        if cluster:  # the shared keys live in other slots: sent next, not in the transaction
+            shared = self.client.pipeline(transaction=False)
+            queue_shared(shared, self.keys, report)
+            shared.execute()
             self.client.publish(self.keys.reports_channel, data)
 
     def reports(self, n: int = 10) -> list[ConsolidationReport]:
