@@ -412,6 +412,23 @@ def check(env: Env, repair: bool, as_json: bool) -> None:
         sys.exit(1)
 
 
+@cli.command()
+@click.option("--port", default=9808, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to bind.")
+@pass_env
+def exporter(env: Env, port: int, address: str) -> None:
+    """Serve /metrics for Prometheus: every namespace's passes, items, nodes and lock."""
+    from .exporter import serve
+
+    def ready(bound: int) -> None:
+        click.echo(
+            f"car-dream exporter: http://{address}:{bound}/metrics, Redis {mask_url(env.url)}, "
+            f"up to {env.config.metrics_max_namespaces} namespaces shown"
+        )
+
+    serve(env.client, env.config, address, port, ready)
+
+
 # -- ingest -----------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -127,8 +127,16 @@ class MemoryStore(Writes[bool]):
 
         With ``due`` (epoch seconds) it also counts ``expiry_due``: nodes expired by then.
         """
-        k = self.keys
         pipe = self.client.pipeline(transaction=False)
+        read = self.queue_index_sizes(pipe, due)
+        return read(pipe.execute())
+
+    def queue_index_sizes(
+        self, pipe: Any, due: float | None = None
+    ) -> Callable[[list[Any]], IndexSizes]:
+        """Queue the reads of :meth:`index_sizes` on ``pipe`` (to share its round trip);
+        returns what turns their replies, in order, into the sizes."""
+        k = self.keys
         for kind in KINDS:
             pipe.scard(k.kind(kind))
         pipe.zcard(k.expiry)
@@ -138,17 +146,20 @@ class MemoryStore(Writes[bool]):
         pipe.hget(k.meta, "embed_model")
         if due is not None:
             pipe.zcount(k.expiry, "-inf", repr(due))
-        replies = pipe.execute()
-        *counts, expiry, collectable, inval, unemb, model = replies[: len(KINDS) + 5]
-        return IndexSizes(
-            nodes=dict(zip(KINDS, map(int, counts), strict=True)),
-            expiry_scheduled=int(expiry),
-            collectable=int(collectable),
-            conclusions_to_check=int(inval),
-            unembedded=int(unemb),
-            embedding_model=text(model),
-            expiry_due=0 if due is None else int(replies[-1]),
-        )
+
+        def read(replies: list[Any]) -> IndexSizes:
+            *counts, expiry, collectable, inval, unemb, model = replies[: len(KINDS) + 5]
+            return IndexSizes(
+                nodes=dict(zip(KINDS, map(int, counts), strict=True)),
+                expiry_scheduled=int(expiry),
+                collectable=int(collectable),
+                conclusions_to_check=int(inval),
+                unembedded=int(unemb),
+                embedding_model=text(model),
+                expiry_due=0 if due is None else int(replies[-1]),
+            )
+
+        return read
 
     # -- what a pass reads ---------------------------------------------------------
 
