@@ -7,15 +7,23 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import fakeredis
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+
+from car_dream.config import load_config
+from car_dream.consolidate import run_pass
+from car_dream.exporter import registry
+from car_dream.store import MemoryStore
 
 from .celery_env import Processes
 from .conftest import free_port, wait_for
@@ -114,3 +122,15 @@ def counters(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             for s in family.samples:
                 out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
+
+
+def served() -> set[str]:
+    """Every sample name a real scrape holds of a store with a pass and a skipped one."""
+    fake = fakeredis.FakeRedis()
+    store = MemoryStore(fake, "ns")
+    store.ingest_environment("e", "old", expires_at=time.time() - 1)
+    config = load_config(interval_secs=60)
+    run_pass(store, config)
+    run_pass(store, config)  # coalesced
+    text = generate_latest(registry(fake, load_config())).decode()
+    return {m.split("{")[0].split(" ")[0] for m in text.splitlines() if not m.startswith("#")}

@@ -3,34 +3,16 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
-import fakeredis
 import pytest
 import yaml
-from prometheus_client import generate_latest
 
-from car_dream.config import load_config
-from car_dream.consolidate import run_pass
-from car_dream.exporter import registry
-from car_dream.store import MemoryStore
-
-from .metrics_env import promtool, tool
+from .metrics_env import promtool, served, tool
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 METRIC_RE = re.compile(r"\bcar_dream_[a-z_]+")
-
-
-def served() -> set[str]:
-    """Every sample name a real scrape of a store with passes holds."""
-    fake = fakeredis.FakeRedis()
-    store = MemoryStore(fake, "ns")
-    store.ingest_environment("e", "old", expires_at=time.time() - 1)
-    run_pass(store, load_config(interval_secs=60))
-    text = generate_latest(registry(fake, load_config())).decode()
-    return {m.split("{")[0].split(" ")[0] for m in text.splitlines() if not m.startswith("#")}
 
 
 def test_alert_rules_are_valid() -> None:
