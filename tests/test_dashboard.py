@@ -22,13 +22,13 @@ def panels() -> list[dict[str, Any]]:
     return [p for p in data["panels"] if p["type"] != "row"]
 
 
-def queries() -> list[str]:
+def queries(variables: dict[str, str] = VARIABLES) -> list[str]:
     out = []
     for panel in panels():
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
             expr = target["expr"]
-            for name, value in VARIABLES.items():
+            for name, value in variables.items():
                 expr = expr.replace(name, value)
             out.append(expr)
     return out
