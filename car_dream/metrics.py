@@ -117,24 +117,24 @@ class DreamCollector(Collector):
         self.interval_secs = interval_secs
         self.clock = clock
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> list[Metric]:
         started = time.perf_counter()
         up = GaugeMetricFamily("car_dream_redis_up", "1 if the exporter could read Redis.")
+        families: list[Metric] = []
         try:
             snap = read_snapshot(self.client, self.max_namespaces, self.clock())
         except redis.RedisError as exc:
             log.warning("car-dream exporter: cannot read Redis: %s", exc)
             up.add_metric([], 0)
         else:
-            yield from counters(snap)
-            yield from gauges(snap, self.interval_secs)
+            families = [*counters(snap), *gauges(snap, self.interval_secs)]
             up.add_metric([], 1)
-        yield up
-        yield GaugeMetricFamily(
+        took = GaugeMetricFamily(
             "car_dream_scrape_duration_seconds",
-            "How long the exporter took to read Redis and build this scrape.",
+            "Seconds this scrape took to read Redis and build the metrics (not to encode them).",
             value=time.perf_counter() - started,
         )
+        return [*families, up, took]
 
 
 def counters(snap: Snapshot) -> Iterator[Metric]:
