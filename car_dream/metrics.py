@@ -36,6 +36,9 @@ __all__ = ["OTHER", "DreamCollector", "Shown", "Snapshot", "read_snapshot"]
 
 log = logging.getLogger(__name__)
 
+SizesReader = Callable[[list[Any]], IndexSizes]
+LockReader = Callable[[list[Any]], LockState]
+
 # The label of the namespaces not shown one by one. A real namespace of that name is
 # never shown on its own (its series would collide): it is counted in the aggregate.
 OTHER = "_other"
@@ -74,22 +77,23 @@ def read_snapshot(client: Any, max_namespaces: int, now: float) -> Snapshot:
     # A cluster pipeline spans slots only outside a transaction.
     pipe = client.pipeline(transaction=not is_cluster(client))
     pipe.hgetall(METRICS_TOTALS_KEY)
-    readers: list[tuple[int, Callable[[list[Any]], IndexSizes], int, Any, int]] = []
+    spans: list[tuple[int, SizesReader, int, LockReader, int]] = []  # replies of each part
     for name in names:
         store = MemoryStore(client, name)
         pipe.hgetall(store.keys.totals)
-        at = len(pipe)
-        sizes = store.queue_index_sizes(pipe)
-        mid = len(pipe)
-        lock = queue_lock_state(pipe, store.keys)
-        readers.append((at, sizes, mid, lock, len(pipe)))
+        sizes_at, read_sizes = len(pipe), store.queue_index_sizes(pipe)
+        lock_at, read_lock = len(pipe), queue_lock_state(pipe, store.keys)
+        spans.append((sizes_at, read_sizes, lock_at, read_lock, len(pipe)))
     replies = pipe.execute()
     everything = Totals.from_hash(replies[0])
     shown = [
         Shown(
-            name, Totals.from_hash(replies[at - 1]), sizes(replies[at:mid]), lock(replies[mid:end])
+            name,
+            totals=Totals.from_hash(replies[sizes_at - 1]),
+            sizes=read_sizes(replies[sizes_at:lock_at]),
+            lock=read_lock(replies[lock_at:end]),
         )
-        for name, (at, sizes, mid, lock, end) in zip(names, readers, strict=True)
+        for name, (sizes_at, read_sizes, lock_at, read_lock, end) in zip(names, spans, strict=True)
     ]
     return Snapshot(
         shown=shown,
