@@ -19,6 +19,7 @@ from .cli_embedded import embedded
 from .cli_env import Env, pass_env
 from .cli_passes import cancel, check, reports, run_once, status, trigger
 from .cli_schedule import schedule
+from .config import mask_url
 from .errors import CarDreamError, ConfigError
 from .keys import validate_namespace
 
@@ -95,6 +96,34 @@ def resume(env: Env) -> None:
     """Let passes run again."""
     was = env.client.delete(env.store.keys.paused)
     click.echo(f"resumed namespace {env.config.namespace!r}" + ("" if was else " (was not paused)"))
+
+
+@cli.command()
+@click.option("--port", default=9808, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to bind.")
+@pass_env
+def exporter(env: Env, port: int, address: str) -> None:
+    """Serve /metrics for Prometheus: every namespace's passes, items, nodes and lock."""
+    from .connection import memory_client
+    from .exporter import serve
+
+    # Not env.client, which insists on a Redis now: an exporter started before Redis
+    # serves car_dream_redis_up 0 until it is there. A refused password stops it here.
+    client = memory_client(env.config.memory_url or env.url, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.AuthenticationError:
+        raise
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        click.echo(f"car-dream: warning: Redis not reachable yet ({exc})", err=True)
+
+    def ready(bound: int) -> None:
+        click.echo(
+            f"car-dream exporter: http://{address}:{bound}/metrics, Redis {mask_url(env.url)}, "
+            f"up to {env.config.metrics_max_namespaces} namespaces shown"
+        )
+
+    serve(client, env.config, address, port, ready)
 
 
 @cli.command()

@@ -76,6 +76,9 @@ class DreamConfig(BaseSettings):
     dispatch: bool = Field(False, description="Beat fans out one pass per registered namespace.")
     dispatch_chunk: int = Field(500, ge=1, le=10_000)
     queue: str = Field("celery", description="Celery queue of car-dream's tasks.")
+    metrics_max_namespaces: int = Field(
+        100, ge=1, le=10_000, description="Namespaces the exporter shows one by one."
+    )
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".local/share/car-dream")
 
     @field_validator("redis_url")

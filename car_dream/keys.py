@@ -45,6 +45,12 @@ REDBEAT_PREFIX = "car-dream:redbeat"
 # The one key outside every namespace: the set of namespaces that have been written
 # to, for the dispatcher. (On Redis Cluster it lives in a slot of its own.)
 NAMESPACES_KEY = "car-dream:namespaces"
+# What the exporter reads besides each namespace's own keys (see car_dream/totals.py):
+# the totals of every namespace together (hash), for the series of the namespaces not
+# shown one by one, and namespace -> time of its last report (sorted set), to pick those
+# shown. Outside every namespace, like NAMESPACES_KEY.
+METRICS_TOTALS_KEY = "car-dream:metrics:totals"
+METRICS_RECENT_KEY = "car-dream:metrics:recent"
 DREAM_ENTRY_NAME = "car-dream"
 
 
@@ -138,6 +144,11 @@ class Keys:
     def reports(self) -> str:
         """Capped list of the last reports, newest first."""
         return f"{self.prefix}reports"
+
+    @property
+    def totals(self) -> str:
+        """Hash of running totals over every report stored (see car_dream/totals.py)."""
+        return f"{self.prefix}totals"
 
     def reports_channel(self, db: int) -> str:
         """Pub/sub channel on which every report is published as it is stored.

@@ -11,14 +11,14 @@ import contextlib
 import logging
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from .keys import Keys
 from .scripts import Scripts
 
-__all__ = ["Acquired", "LockState", "PassLock", "lock_state", "request_cancel"]
+__all__ = ["Acquired", "LockState", "PassLock", "lock_state", "queue_lock_state", "request_cancel"]
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +108,28 @@ class PassLock:
 
 def lock_state(client: Any, keys: Keys) -> LockState:
     pipe = client.pipeline(transaction=False)
+    read = queue_lock_state(pipe, keys)
+    return read(pipe.execute())
+
+
+def queue_lock_state(pipe: Any, keys: Keys) -> Callable[[list[Any]], LockState]:
+    """Queue the reads of :func:`lock_state` on ``pipe`` (to share its round trip);
+    returns what turns their replies, in order, into the state."""
     pipe.get(keys.lock)
     pipe.pttl(keys.lock)
     pipe.exists(keys.paused)
-    value, pttl, paused = pipe.execute()
-    if value is None:
-        return LockState("free", None, None, bool(paused))
-    state, _, token = value.decode().partition(":")
-    ttl = int(pttl) / 1000 if int(pttl) > 0 else None
-    return LockState(state if state in ("running", "done") else "running", token, ttl, bool(paused))  # type: ignore[arg-type]
+
+    def read(replies: list[Any]) -> LockState:
+        value, pttl, paused = replies
+        if value is None:
+            return LockState("free", None, None, bool(paused))
+        state, _, token = value.decode().partition(":")
+        ttl = int(pttl) / 1000 if int(pttl) > 0 else None
+        return LockState(
+            state if state in ("running", "done") else "running", token, ttl, bool(paused)
+        )  # type: ignore[arg-type]
+
+    return read
 
 
 def request_cancel(client: Any, keys: Keys, ttl: int) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from .keys import NAMESPACES_KEY, Keys, validate_node_id
 from .node import KINDS, IndexSizes, Node, NodeKind, coverage, text
 from .report import ConsolidationReport
 from .scripts import Scripts
+from .totals import queue_shared, queue_totals
 from .writes import WriteBatch, WriteCall, Writes, check_reply, to_epoch
 
 __all__ = [
@@ -132,8 +133,16 @@ class MemoryStore(Writes[bool]):
 
         With ``due`` (epoch seconds) it also counts ``expiry_due``: nodes expired by then.
         """
-        k = self.keys
         pipe = self.client.pipeline(transaction=False)
+        read = self.queue_index_sizes(pipe, due)
+        return read(pipe.execute())
+
+    def queue_index_sizes(
+        self, pipe: Any, due: float | None = None
+    ) -> Callable[[list[Any]], IndexSizes]:
+        """Queue the reads of :meth:`index_sizes` on ``pipe`` (to share its round trip);
+        returns what turns their replies, in order, into the sizes."""
+        k = self.keys
         for kind in KINDS:
             pipe.scard(k.kind(kind))
         pipe.zcard(k.expiry)
@@ -143,17 +152,20 @@ class MemoryStore(Writes[bool]):
         pipe.hget(k.meta, "embed_model")
         if due is not None:
             pipe.zcount(k.expiry, "-inf", repr(due))
-        replies = pipe.execute()
-        *counts, expiry, collectable, inval, unemb, model = replies[: len(KINDS) + 5]
-        return IndexSizes(
-            nodes=dict(zip(KINDS, map(int, counts), strict=True)),
-            expiry_scheduled=int(expiry),
-            collectable=int(collectable),
-            conclusions_to_check=int(inval),
-            unembedded=int(unemb),
-            embedding_model=text(model),
-            expiry_due=0 if due is None else int(replies[-1]),
-        )
+
+        def read(replies: list[Any]) -> IndexSizes:
+            *counts, expiry, collectable, inval, unemb, model = replies[: len(KINDS) + 5]
+            return IndexSizes(
+                nodes=dict(zip(KINDS, map(int, counts), strict=True)),
+                expiry_scheduled=int(expiry),
+                collectable=int(collectable),
+                conclusions_to_check=int(inval),
+                unembedded=int(unemb),
+                embedding_model=text(model),
+                expiry_due=0 if due is None else int(replies[-1]),
+            )
+
+        return read
 
     # -- what a pass reads ---------------------------------------------------------
 
@@ -223,16 +235,22 @@ class MemoryStore(Writes[bool]):
     # -- reports -----------------------------------------------------------------
 
     def record_report(self, report: ConsolidationReport) -> None:
-        """Keep the report in the capped list and publish it to live watchers."""
+        """Keep the report in the capped list, add it to the running totals the exporter
+        reads (same transaction) and publish it to live watchers."""
         data = report.model_dump_json()
         cluster = is_cluster(self.client)
         pipe = self.client.pipeline(transaction=True)
         pipe.lpush(self.keys.reports, data)
         pipe.ltrim(self.keys.reports, 0, REPORTS_KEPT - 1)
+        queue_totals(pipe, self.keys, report)
         if not cluster:  # one round trip; a cluster pipeline refuses PUBLISH (no key)
+            queue_shared(pipe, self.keys, report)
             pipe.publish(self.reports_channel, data)
         pipe.execute()
-        if cluster:
+        if cluster:  # the shared keys live in other slots: sent next, not in the transaction
+            shared = self.client.pipeline(transaction=False)
+            queue_shared(shared, self.keys, report)
+            shared.execute()
             self.client.publish(self.reports_channel, data)
 
     def reports(self, n: int = 10) -> list[ConsolidationReport]:

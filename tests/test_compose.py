@@ -1,7 +1,9 @@
-"""docker-compose.yml: valid, and secure by default (only Flower published, secrets required)."""
+"""docker-compose.yml: valid, and secure by default (only Flower and Grafana published,
+secrets required); the metrics services wired to the files under deploy/."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-COMPOSE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
 
 
 @pytest.fixture(scope="module")
@@ -21,16 +24,19 @@ def compose() -> dict[str, Any]:
 
 
 def test_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"redis", "worker", "beat", "flower"}
-    commands = {name: " ".join(svc["command"]) for name, svc in compose["services"].items()}
+    assert set(compose["services"]) == {
+        "redis", "worker", "beat", "flower", "exporter", "prometheus", "grafana"
+    }  # fmt: skip
+    commands = {n: " ".join(svc.get("command", [])) for n, svc in compose["services"].items()}
     assert "celery -A car_dream worker" in commands["worker"]
     assert "celery -A car_dream beat" in commands["beat"]
     assert "celery -A car_dream flower" in commands["flower"]
+    assert commands["exporter"] == "car-dream exporter --address 0.0.0.0 --port 9808"
 
 
-def test_only_flower_is_published(compose: dict[str, Any]) -> None:
+def test_only_flower_and_grafana_are_published(compose: dict[str, Any]) -> None:
     published = {name for name, svc in compose["services"].items() if svc.get("ports")}
-    assert published == {"flower"}
+    assert published == {"flower", "grafana"}
 
 
 def test_secrets_come_from_the_environment(compose: dict[str, Any]) -> None:
@@ -39,10 +45,58 @@ def test_secrets_come_from_the_environment(compose: dict[str, Any]) -> None:
     assert "${REDIS_PASSWORD" in services["worker"]["environment"]["CAR_DREAM_REDIS_URL"]
     assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH")
     assert "FLOWER_UNAUTHENTICATED_API" not in services["flower"]["environment"]
+    grafana = services["grafana"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith(
+        "${GRAFANA_ADMIN_PASSWORD"
+    )
+    assert grafana["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+
+
+def mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> file under the repository, of the service's bind mounts."""
+    out = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            out[target] = ROOT / source
+    return out
+
+
+def test_prometheus_scrapes_the_exporter_and_loads_the_rules(compose: dict[str, Any]) -> None:
+    files = mounts(compose["services"]["prometheus"])
+    assert all(path.is_file() for path in files.values()), files
+    config = yaml.safe_load(files["/etc/prometheus/prometheus.yml"].read_text())
+    assert config["scrape_configs"][0]["static_configs"][0]["targets"] == ["exporter:9808"]
+    rules = [Path("/etc/prometheus") / r for r in config["rule_files"]]
+    assert [str(r) for r in rules] == ["/etc/prometheus/alerts.yml"]
+    assert files["/etc/prometheus/alerts.yml"] == ROOT / "deploy/prometheus/alerts.yml"
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(compose: dict[str, Any]) -> None:
+    files = mounts(compose["services"]["grafana"])
+    assert all(path.exists() for path in files.values()), files
+    provisioning = files["/etc/grafana/provisioning"]
+    sources = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())
+    (source,) = sources["datasources"]
+    assert (source["type"], source["url"]) == ("prometheus", "http://prometheus:9090")
+    providers = yaml.safe_load((provisioning / "dashboards/car-dream.yml").read_text())
+    folder = providers["providers"][0]["options"]["path"]
+    dashboard = files[f"{folder}/car-dream.json"]
+    assert dashboard == ROOT / "deploy/grafana/car-dream.json"
+    variables = {v["name"]: v for v in json.loads(dashboard.read_text())["templating"]["list"]}
+    assert variables["datasource"]["current"]["value"] == source["uid"]
+
+
+ALL_SECRETS = {
+    "REDIS_PASSWORD": "0123abcd",
+    "FLOWER_BASIC_AUTH": "admin:pw",
+    "GRAFANA_ADMIN_PASSWORD": "0123abcd",
+}
+SECRETS = tuple(ALL_SECRETS)
 
 
 def docker_compose_config(**secrets: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_PASSWORD", "FLOWER_BASIC_AUTH")}
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
     return subprocess.run(
         ["docker-compose", "-f", str(COMPOSE), "config", "-q"],
         capture_output=True,
@@ -62,16 +116,15 @@ needs_compose = pytest.mark.skipif(
 @needs_compose
 def test_docker_compose_config_validates() -> None:
     # .ci/run installs Debian's docker-compose, which validates without a Docker engine.
-    result = docker_compose_config(REDIS_PASSWORD="0123abcd", FLOWER_BASIC_AUTH="admin:pw")
+    result = docker_compose_config(**ALL_SECRETS)
     assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.integration
 @needs_compose
 def test_docker_compose_config_fails_without_the_secrets() -> None:
-    result = docker_compose_config()
-    assert result.returncode != 0
-    assert "set REDIS_PASSWORD" in result.stderr
-    result = docker_compose_config(REDIS_PASSWORD="0123abcd")
-    assert result.returncode != 0
-    assert "set FLOWER_BASIC_AUTH" in result.stderr
+    for missing in SECRETS:  # each one alone stops it, naming itself
+        given = {k: v for k, v in ALL_SECRETS.items() if k != missing}
+        result = docker_compose_config(**given)
+        assert result.returncode != 0
+        assert f"set {missing}" in result.stderr

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -194,7 +195,8 @@ RIGHT_TYPE = {
     "replan_attempts": numbers,
     "duration_ms": numbers,
     "data": any_json,
-    "events": st.lists(st.sampled_from(BASE["events"]), max_size=3),
+    # Copies: a later change to an event must not change BASE for the next example.
+    "events": st.lists(st.sampled_from(BASE["events"]).map(copy.deepcopy), max_size=3),
 }
 EVENT_KEYS = (*BASE["events"][0], "extra")
 PATHS = [(key,) for key in BASE] + [

@@ -97,6 +97,7 @@ def test_prune_works_in_batches(store: MemoryStore, tmp_path: Path) -> None:
         store.keys.lock.encode(),
         store.keys.meta.encode(),
         store.keys.reports.encode(),
+        store.keys.totals.encode(),
     }
 
 

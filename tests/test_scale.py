@@ -15,6 +15,7 @@ import random
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -24,17 +25,21 @@ from typing import Any
 
 import pytest
 import redis
+from prometheus_client import generate_latest
 
 from car_dream.config import load_config
 from car_dream.consolidate import run_pass
 from car_dream.errors import UnknownNodeError
+from car_dream.exporter import registry
 from car_dream.keys import NAMESPACES_KEY
 from car_dream.lock import PassLock, lock_state, request_cancel
+from car_dream.metrics import read_snapshot
 from car_dream.store import MemoryStore
 from car_dream.tasks import DISPATCH_TASK_NAME, TASK_NAME
 
 from .celery_env import Processes, fresh_app, process_env, procs_fixture  # noqa: F401
 from .conftest import stop_process, wait_for
+from .metrics_env import promtool
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -330,6 +335,25 @@ def test_cluster_full_pass_in_namespaces_on_every_node(cluster: Any, tmp_path: P
         assert again.status == "skipped" and again.reason == "coalesced"
         assert [r.status for r in store.reports(5)] == ["skipped", "completed"]
     assert set(names) <= set(MemoryStore.namespaces(cluster))
+
+
+def test_cluster_totals_and_one_scrape_over_every_node(cluster: Any, tmp_path: Path) -> None:
+    """Totals recorded and read back on a cluster: the scrape's pipeline spans the slots."""
+    names = [f"mx-{uuid.uuid4().hex[:6]}-{i}" for i in range(9)]
+    config = load_config(interval_secs=60, data_dir=tmp_path)
+    for ns in names:
+        store = MemoryStore(cluster, ns)
+        store.ingest_fact("f", "s", "x")
+        run_pass(store, config)
+        run_pass(store, config)
+    snap = read_snapshot(cluster, 1000, time.time())
+    shown = {s.name: s for s in snap.shown}
+    assert set(names) <= set(shown)
+    for ns in names:
+        assert shown[ns].totals.passes == {("completed", "0"): 1, ("skipped", "0"): 1}
+        assert shown[ns].sizes.nodes["fact"] == 1 and shown[ns].lock.state == "done"
+    assert not any(snap.other.passes.values())  # every namespace reported is shown
+    promtool("check", "metrics", stdin=generate_latest(registry(cluster, config)))
 
 
 def test_cluster_lock_scripts(cluster: Any) -> None:

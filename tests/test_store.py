@@ -23,7 +23,7 @@ from car_dream.errors import (
     SupersededNodeError,
     UnknownNodeError,
 )
-from car_dream.keys import NAMESPACES_KEY
+from car_dream.keys import METRICS_RECENT_KEY, METRICS_TOTALS_KEY, NAMESPACES_KEY
 from car_dream.report import ConsolidationReport
 from car_dream.store import MemoryStore, Node
 
@@ -428,8 +428,10 @@ def test_every_key_written_is_under_the_namespace_prefix(store: MemoryStore) -> 
     embed(store, "base")
     store.ingest_conclusion("c2", "stale", premises=["old"])
     store.record_report(ConsolidationReport(started_at=T0, namespace=store.namespace))
-    # The namespace registry is the one key outside: the dispatcher's list of namespaces.
-    written = set(store.client.keys("*")) - everything_before - {NAMESPACES_KEY.encode()}
+    # The keys outside: the dispatcher's list of namespaces, and the exporter's totals of
+    # all namespaces and its recency set.
+    outside = {NAMESPACES_KEY, METRICS_TOTALS_KEY, METRICS_RECENT_KEY}
+    written = set(store.client.keys("*")) - everything_before - {k.encode() for k in outside}
     assert len(written) > 8
     prefix = f"car-dream:{{{store.namespace}}}:".encode()
     assert all(k.startswith(prefix) for k in written), sorted(written)

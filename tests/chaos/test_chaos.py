@@ -66,8 +66,8 @@ def running(client: redis.Redis) -> bool:
 
 
 def digest(client: redis.Redis, prefix: str) -> str:
-    """Everything of the namespace but its reports and lock, as one hash."""
-    skip = (b":reports", b":lock", b":reports:live", b":cancel")
+    """Everything of the namespace but its reports (and their totals) and lock, as one hash."""
+    skip = (b":reports", b":totals", b":lock", b":reports:live", b":cancel")
     keys = sorted(
         k for k in client.scan_iter(match=prefix + "*", count=5000) if not k.endswith(skip)
     )
