@@ -73,8 +73,10 @@ class DreamScheduler(RedBeatScheduler):  # type: ignore[misc]
         if not self._redis_down:
             log.warning(
                 "beat: Redis %s unreachable (%s); retrying every %ss",
-                mask_url(self.app.redbeat_conf.redis_url), exc, self.max_interval,
-            )  # fmt: skip
+                mask_url(self.app.redbeat_conf.redis_url),
+                exc,
+                self.max_interval,
+            )
         self._redis_down = True
 
     def _new_lock(self) -> Any:

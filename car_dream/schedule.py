@@ -95,9 +95,14 @@ def ensure_dream_task(celery_app: Celery, *, warn: bool = True) -> bool:
     _remove_other(target, config)
     entry = _entry(target, config.interval_secs, config)
     definition = {
-        "name": entry.name, "task": entry.task, "args": entry.args, "kwargs": entry.kwargs,
-        "options": entry.options, "schedule": entry.schedule, "enabled": True,
-    }  # fmt: skip
+        "name": entry.name,
+        "task": entry.task,
+        "args": entry.args,
+        "kwargs": entry.kwargs,
+        "options": entry.options,
+        "schedule": entry.schedule,
+        "enabled": True,
+    }
     if client.hsetnx(entry.key, "definition", json.dumps(definition, cls=RedBeatJSONEncoder)):
         with client.pipeline() as pipe:
             pipe.hsetnx(entry.key, "meta", json.dumps({"last_run_at": None}))
@@ -110,8 +115,10 @@ def ensure_dream_task(celery_app: Celery, *, warn: bool = True) -> bool:
         log.warning(
             "car-dream: beat entry %r runs every %ss, not CAR_DREAM_INTERVAL_SECS=%s; "
             "change it with `car-dream schedule set --every ...`",
-            entry.name, current["every_secs"], config.interval_secs,
-        )  # fmt: skip
+            entry.name,
+            current["every_secs"],
+            config.interval_secs,
+        )
     return False
 
 

@@ -49,18 +49,26 @@ def _consolidate(
     store = MemoryStore(get_redis(self.app), ns)
     token = lock_token or secrets.token_hex(16)
     report = run_pass(
-        store, config, force=bool(force), trailing=bool(trailing), token=token,
+        store,
+        config,
+        force=bool(force),
+        trailing=bool(trailing),
+        token=token,
         takeover=lock_token is not None,
-    )  # fmt: skip
+    )
     if report.status == "failed":
         raise PassFailedError(report.reason or "consolidation pass failed")
     if report.status == "completed" and report.did_work and int(depth) < config.max_trailing:
         # What agents wrote during this pass gets its own pass, under the same lock.
         try:
             self.apply_async(
-                kwargs={"namespace": ns, "trailing": True, "lock_token": token,
-                        "depth": int(depth) + 1},
-            )  # fmt: skip
+                kwargs={
+                    "namespace": ns,
+                    "trailing": True,
+                    "lock_token": token,
+                    "depth": int(depth) + 1,
+                },
+            )
         except Exception as exc:  # the pass itself succeeded; the next beat catches up
             log.warning("car-dream: could not enqueue the trailing pass: %s", exc)
     return report.model_dump(mode="json")

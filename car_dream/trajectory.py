@@ -154,12 +154,18 @@ def _fast_counts(raw: bytes) -> Counts | None:
         events, took = obj["events"], obj["duration_ms"]
         count, replans = obj["action_count"], obj["replan_attempts"]
         if (
-            type(source) is not str or type(outcome) is not str or outcome not in _OUTCOME_SET
-            or type(events) is not list or type(obj["proposal_id"]) is not str
-            or type(count) is not int or not -_INT64 <= count < _INT64
-            or type(replans) is not int or not -_INT64 <= replans < _INT64
-            or type(ts) is not str or not _RFC3339.match(ts)
-        ):  # fmt: skip
+            type(source) is not str
+            or type(outcome) is not str
+            or outcome not in _OUTCOME_SET
+            or type(events) is not list
+            or type(obj["proposal_id"]) is not str
+            or type(count) is not int
+            or not -_INT64 <= count < _INT64
+            or type(replans) is not int
+            or not -_INT64 <= replans < _INT64
+            or type(ts) is not str
+            or not _RFC3339.match(ts)
+        ):
             return None
         if type(took) is float:
             if took - took != 0.0:  # inf or nan

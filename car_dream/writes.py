@@ -144,15 +144,34 @@ class Writes(Generic[_R]):
             raise InvalidInputError("tags: must be a list of strings") from None
         ts = self._epoch("timestamp", timestamp)
         fact = _validated(
-            FactIn, id=id, subject=subject, content=content, source=source,
-            provenance=provenance, timestamp=ts, scope=scope, supersedes=supersedes,
-            tags=tags, pinned=pinned,
-        )  # fmt: skip
+            FactIn,
+            id=id,
+            subject=subject,
+            content=content,
+            source=source,
+            provenance=provenance,
+            timestamp=ts,
+            scope=scope,
+            supersedes=supersedes,
+            tags=tags,
+            pinned=pinned,
+        )
         fields = [
-            "content", fact.content, "subject", fact.subject, "source", fact.source,
-            "provenance", fact.provenance, "scope", fact.scope, "timestamp", repr(fact.timestamp),
-            "tags", json.dumps(list(fact.tags)),
-        ]  # fmt: skip
+            "content",
+            fact.content,
+            "subject",
+            fact.subject,
+            "source",
+            fact.source,
+            "provenance",
+            fact.provenance,
+            "scope",
+            fact.scope,
+            "timestamp",
+            repr(fact.timestamp),
+            "tags",
+            json.dumps(list(fact.tags)),
+        ]
         return self._write(
             self._call(fact.id, "fact", fact.supersedes, (), fact.pinned, None, fields)
         )
@@ -211,10 +230,16 @@ class Writes(Generic[_R]):
         """One write as the node id and the INGEST script's keys and args."""
         now = datetime.now(UTC).timestamp()
         args = [
-            self.keys.prefix, node_id, kind, repr(now), supersedes or "",
-            json.dumps(list(premises)), "1" if pinned else "0",
-            "" if expires_at is None else repr(expires_at), *fields,
-        ]  # fmt: skip
+            self.keys.prefix,
+            node_id,
+            kind,
+            repr(now),
+            supersedes or "",
+            json.dumps(list(premises)),
+            "1" if pinned else "0",
+            "" if expires_at is None else repr(expires_at),
+            *fields,
+        ]
         return node_id, [self.keys.node(node_id)], args
 
 

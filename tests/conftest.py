@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import pytest
 import redis
 
 from car_dream.config import DreamConfig, load_config
+from car_dream.embedded import free_port
 from car_dream.keys import NAMESPACES_KEY
 from car_dream.store import MemoryStore
 
@@ -137,12 +137,6 @@ def real_store(real_client: redis.Redis, namespace: str) -> Iterator[MemoryStore
     if keys:
         real_client.unlink(*keys)
     real_client.srem(NAMESPACES_KEY, namespace)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> Any:

@@ -1,4 +1,5 @@
-"""A redis-server of a test's own, on a private port (never the shared one on 6379)."""
+"""A redis-server of a test's (or a benchmark's) own, on a private port, never the shared
+one on 6379. No pytest here: ``benchmarks/`` starts its server with it too."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import redis
 
-from .conftest import free_port, wait_for
+from car_dream.embedded import free_port
 
 
 def redis_binary() -> str:
@@ -30,11 +32,18 @@ class RedisServer:
     the data (append-only file), as a real restart would."""
 
     def __init__(
-        self, directory: Path, extra: list[str] | None = None, password: str | None = None
+        self,
+        directory: Path,
+        extra: list[str] | None = None,
+        password: str | None = None,
+        *,
+        port: int | None = None,
+        persist: bool = True,
     ) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
+        self.persist = persist  # an append-only file, so that a restart keeps the data
         self.extra = extra or []
         self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
@@ -56,10 +65,7 @@ class RedisServer:
             "127.0.0.1",
             "--dir",
             str(self.dir),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
+            *(["--appendonly", "yes", "--appendfsync", "everysec"] if self.persist else []),
             "--save",
             "",
             "--daemonize",
@@ -73,14 +79,15 @@ class RedisServer:
                 cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
             )
 
-        def up() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
+        deadline = time.monotonic() + 20
+        while True:
+            assert self.proc.poll() is None, self.log.read_text()
             with contextlib.suppress(redis.RedisError):
                 probe = redis.Redis(port=self.port, password=self.password, socket_timeout=1)
-                return bool(probe.ping())
-            return False
-
-        wait_for(up, timeout=20)
+                if probe.ping():
+                    return
+            assert time.monotonic() < deadline, f"redis-server did not answer: {self.log}"
+            time.sleep(0.05)
 
     def stop(self) -> None:
         """A clean shutdown (SIGTERM: the append-only file is flushed)."""

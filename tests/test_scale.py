@@ -38,8 +38,9 @@ from car_dream.store import MemoryStore
 from car_dream.tasks import DISPATCH_TASK_NAME, TASK_NAME
 
 from .celery_env import Processes, fresh_app, process_env, procs_fixture  # noqa: F401
-from .conftest import stop_process, wait_for
+from .conftest import wait_for
 from .metrics_env import promtool
+from .servers import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -215,45 +216,25 @@ def test_rabbitmq_broker_with_a_real_worker(
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    exe = shutil.which("redis-server")
     cli = shutil.which("redis-cli")
-    if not exe or not cli:
-        pytest.skip("redis-server and redis-cli are needed to start a cluster")
+    if not cli:
+        pytest.skip("redis-cli is needed to create a cluster")
     from redis.cluster import RedisCluster
 
     base = tmp_path_factory.mktemp("cluster")
     ports = _cluster_ports(3)
-    nodes: list[subprocess.Popen[bytes]] = []
+    nodes = [
+        RedisServer(
+            base / str(port),
+            ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
+            port=port,
+            persist=False,
+        )
+        for port in ports
+    ]
     try:
-        for port in ports:
-            d = base / str(port)
-            d.mkdir()
-            nodes.append(
-                subprocess.Popen(
-                    [
-                        exe,
-                        "--port",
-                        str(port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--dir",
-                        str(d),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
-        for port in ports:
-            wait_for(lambda p=port: _pings(p), timeout=20)
+        for node in nodes:
+            node.start()
         subprocess.run(
             [
                 cli,
@@ -273,8 +254,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield client
         client.close()
     finally:
-        for proc in nodes:
-            stop_process(proc)
+        for node in nodes:
+            node.stop()
 
 
 def _cluster_ports(n: int) -> list[int]:
@@ -295,13 +276,6 @@ def _bindable(port: int) -> bool:
             return True
         except OSError:
             return False
-
-
-def _pings(port: int) -> bool:
-    try:
-        return bool(redis.Redis(port=port, socket_timeout=1).ping())
-    except redis.RedisError:
-        return False
 
 
 def _cluster_ok(port: int) -> bool:
