@@ -11,13 +11,12 @@ holds ``running:<token>`` of the calling pass, and do nothing otherwise.
 
 from __future__ import annotations
 
-import threading
-import weakref
 from typing import Any
 
 from redis.commands.core import Script
 
 from .keys import SUFFIX
+from .registry import PerClient
 
 __all__ = ["Scripts"]
 
@@ -394,21 +393,8 @@ return tok
 """
 
 
-_registered: weakref.WeakKeyDictionary[Any, Scripts] = weakref.WeakKeyDictionary()
-_registering = threading.Lock()
-
-
-class Scripts:
+class Scripts(PerClient):
     """The scripts registered on one client: ``Scripts.of(client).prune(keys=..., args=...)``."""
-
-    @classmethod
-    def of(cls, client: Any) -> Scripts:
-        """The client's scripts, registered once per client."""
-        with _registering:
-            scripts = _registered.get(client)
-            if scripts is None:
-                scripts = _registered[client] = cls(client)
-            return scripts
 
     def __init__(self, client: Any) -> None:
         self.ingest: Script = client.register_script(INGEST)
