@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .errors import CarDreamError
+from .errors import RepairRefusedError
 from .keys import NAMESPACES_KEY, SUFFIX
 from .lock import PassLock
 from .scripts import LIB
@@ -200,10 +200,6 @@ return {'ok', n}
 )
 
 
-class RepairRefusedError(CarDreamError):
-    """A repair was asked for while a pass holds the namespace lock."""
-
-
 class CheckReport(BaseModel):
     """What :func:`check_store` found (and, with ``repair``, fixed)."""
 
@@ -341,21 +337,11 @@ def check_store(store: MemoryStore, repair: bool = False, *, ttl: int = 60) -> C
 
 
 def _acquire(lock: PassLock) -> None:
-    got = lock.acquire(force=True)
-    if got.ok:
-        return
-    if got.outcome == "paused":  # an operator may well pause passes to repair
-        client, key = lock.client, lock.keys.lock
-        with client.pipeline() as pipe:
-            pipe.watch(key)
-            value = pipe.get(key)
-            if value is None or value.startswith(b"done:"):
-                pipe.multi()
-                pipe.set(key, f"running:{lock.token}", ex=lock.ttl)
-                if pipe.execute()[0]:
-                    return
-    left = f", {got.ttl_remaining:.0f}s left on its lock" if got.ttl_remaining else ""
-    raise RepairRefusedError(f"a pass is running on this namespace{left}: repair refused")
+    # Like a forced pass, and also while paused: an operator may well pause passes to repair.
+    got = lock.acquire(force=True, ignore_pause=True)
+    if not got.ok:
+        left = f", {got.ttl_remaining:.0f}s left on its lock" if got.ttl_remaining else ""
+        raise RepairRefusedError(f"a pass is running on this namespace{left}: repair refused")
 
 
 def _repair(store: MemoryStore, by_id: dict[str, list[str]], size: int, ttl: int) -> int:

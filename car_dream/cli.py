@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -364,7 +363,9 @@ def status(env: Env, as_json: bool) -> None:
 @pass_env
 def pause(env: Env) -> None:
     """Skip passes (reason 'paused') until resume."""
-    env.client.set(env.store.keys.paused, str(time.time()))
+    from .lock import pause as pause_passes
+
+    pause_passes(env.client, env.store.keys)
     click.echo(f"paused namespace {env.config.namespace!r}")
 
 
@@ -372,7 +373,9 @@ def pause(env: Env) -> None:
 @pass_env
 def resume(env: Env) -> None:
     """Let passes run again."""
-    was = env.client.delete(env.store.keys.paused)
+    from .lock import resume as resume_passes
+
+    was = resume_passes(env.client, env.store.keys)
     click.echo(f"resumed namespace {env.config.namespace!r}" + ("" if was else " (was not paused)"))
 
 

@@ -6,7 +6,8 @@ this is safe on Redis Cluster; ``KEYS[1]`` is always a key of the namespace so t
 script is routed to the right node.
 
 Destructive scripts are *fenced*: they first check that the namespace lock still
-holds ``running:<token>`` of the calling pass, and do nothing otherwise.
+holds this pass's token (:data:`car_dream.lock.RUNNING` and the token), and do nothing
+otherwise.
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ from typing import Any
 from redis.commands.core import Script
 
 from .keys import SUFFIX
+from .lock import RUNNING
 from .registry import PerClient
 
 __all__ = ["Scripts"]
 
-# Key suffixes from keys.py as a Lua table: ``P .. K.node .. id`` is ``Keys.node(id)``.
-KEY_TABLE = "local K = {" + ", ".join(f"{k} = '{v}'" for k, v in SUFFIX.items()) + "}\n"
+# Key suffixes from keys.py as a Lua table: ``P .. K.node .. id`` is ``Keys.node(id)``;
+# RUNNING, the lock's value prefix while a pass runs, from lock.py (the fence's).
+KEY_TABLE = (
+    "local K = {" + ", ".join(f"{k} = '{v}'" for k, v in SUFFIX.items()) + "}\n"
+    f"local RUNNING = '{RUNNING}'\n"
+)
 
 # Shared helpers, prepended to each script. ``P`` is the key prefix.
 LIB = (
@@ -132,7 +138,7 @@ local function write_node(id, kind, now, sup, premises, pinned, expires_at, fiel
 end
 
 local function fence(lock_key, token)
-  if redis.call('GET', lock_key) ~= 'running:' .. token then return 'lost' end
+  if redis.call('GET', lock_key) ~= RUNNING .. token then return 'lost' end
   if redis.call('GET', P .. K.cancel) == token then return 'cancelled' end
   return nil
 end
@@ -336,62 +342,6 @@ return {'ok', n}
 """
 )
 
-# Lock scripts. KEYS: lock, paused. ARGV: token, ttl_secs, force (0/1), takeover|''.
-ACQUIRE = r"""
-if redis.call('EXISTS', KEYS[2]) == 1 then return {'paused', redis.call('PTTL', KEYS[1])} end
-local mine = 'running:' .. ARGV[1]
-if redis.call('SET', KEYS[1], mine, 'NX', 'EX', ARGV[2]) then return {'acquired', 0} end
-local v = redis.call('GET', KEYS[1])
-if not v then
-  redis.call('SET', KEYS[1], mine, 'EX', ARGV[2])
-  return {'acquired', 0}
-end
-local state, tok = string.match(v, '^(%a+):(.*)$')
-if state == 'done' and ((ARGV[4] ~= '' and tok == ARGV[4]) or ARGV[3] == '1') then
-  redis.call('SET', KEYS[1], mine, 'EX', ARGV[2])
-  return {'acquired', 0}
-end
--- A plain trigger merges into the running or finished pass; only a forced one,
--- which would have run, is told that a pass is running.
-if state == 'running' and ARGV[3] == '1' then return {'running', redis.call('PTTL', KEYS[1])} end
-return {'coalesced', redis.call('PTTL', KEYS[1])}
-"""
-
-# KEYS: lock, cancel. ARGV: token, ttl_ms. 0 lost, 1 extended, 2 extended but cancelled.
-EXTEND = r"""
-if redis.call('GET', KEYS[1]) ~= 'running:' .. ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if redis.call('GET', KEYS[2]) == ARGV[1] then return 2 end
-return 1
-"""
-
-# KEYS: lock. ARGV: token, ttl_secs. Marks the window "consolidated recently".
-FINISH = r"""
-if redis.call('GET', KEYS[1]) ~= 'running:' .. ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], 'done:' .. ARGV[1], 'EX', ARGV[2])
-return 1
-"""
-
-# KEYS: lock. ARGV: token. Deletes the lock only if this token holds it.
-RELEASE = r"""
-local v = redis.call('GET', KEYS[1])
-if v == 'running:' .. ARGV[1] or v == 'done:' .. ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-"""
-
-# KEYS: lock, cancel. ARGV: ttl_secs. Asks the running pass to stop; returns its token.
-REQUEST_CANCEL = r"""
-local v = redis.call('GET', KEYS[1])
-if not v then return false end
-local state, tok = string.match(v, '^(%a+):(.*)$')
-if state ~= 'running' then return false end
-redis.call('SET', KEYS[2], tok, 'EX', ARGV[1])
-return tok
-"""
-
 
 class Scripts(PerClient):
     """The scripts registered on one client: ``Scripts.of(client).prune(keys=..., args=...)``."""
@@ -405,8 +355,3 @@ class Scripts(PerClient):
         self.fetch_unembedded: Script = client.register_script(FETCH_UNEMBEDDED)
         self.switch_model: Script = client.register_script(SWITCH_MODEL)
         self.apply_insights: Script = client.register_script(APPLY_INSIGHTS)
-        self.acquire: Script = client.register_script(ACQUIRE)
-        self.extend: Script = client.register_script(EXTEND)
-        self.finish: Script = client.register_script(FINISH)
-        self.release: Script = client.register_script(RELEASE)
-        self.request_cancel: Script = client.register_script(REQUEST_CANCEL)
