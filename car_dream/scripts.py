@@ -10,8 +10,9 @@ top of its file.
 Destructive scripts are *fenced*: they first check that the namespace lock still
 holds this pass's token (``fence`` in ``lib.lua``), and do nothing otherwise.
 
-Each script is a generated prelude, then ``lib.lua`` (the shared helpers) and the other
-parts it needs (:data:`PARTS`), then its own file. The prelude
+Each script is a generated prelude, then ``lib.lua`` (the shared helpers, among them
+``node_indexes``: which indexes a node belongs in) and the other parts it needs
+(:data:`PARTS`), then its own file. The prelude
 carries what Python defines, so it stays spelled in one place: the key suffixes
 (keys.py), the node kinds (writes.py) and the lock's value prefix (lock.py).
 """
@@ -52,16 +53,17 @@ def lua(name: str) -> str:
 
 
 # What each script is built from, before its own file: the prelude, then lib.lua (the
-# shared helpers), then check.lua for the check's two scripts.
+# shared helpers and the index rule), then write.lua or check.lua where needed. Every
+# helper defined costs each call, so a script gets only these.
 PARTS = {
-    "ingest": ("lib",),
+    "ingest": ("lib", "write"),
     "prune": ("lib",),
     "invalidate": ("lib",),
     "collect": ("lib",),
     "store_vectors": ("lib",),
     "fetch_unembedded": (),  # a plain read
     "switch_model": ("lib",),
-    "apply_insights": ("lib",),
+    "apply_insights": ("lib", "write"),
     "diagnose": ("lib", "check"),
     "reindex": ("lib", "check"),
 }

@@ -29,7 +29,7 @@ for _, fact in ipairs(pl.facts or {}) do
     and not redis.call('HGET', nk(prev), 'superseded_by') then
     sup = prev
   end
-  write_node(id, 'fact', now, sup, {}, '0', '', {
+  write_node(id, read_old(id), 'fact', now, sup, {}, '0', '', {
     'content', fact.content, 'subject', fact.subject, 'source', 'car-dream',
     'provenance', 'consolidation', 'scope', 'global', 'timestamp', now,
     'tags', cjson.encode(fact.tags)})

@@ -5,6 +5,7 @@ local id, kind, now, sup = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local premises = cjson.decode(ARGV[6])
 local fields = {}
 for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
-local err = check_write(id, kind, sup, premises)
+local old = read_old(id)
+local err = check_write(id, old, kind, sup, premises)
 if err then return err end
-return {'ok', write_node(id, kind, now, sup, premises, ARGV[7], ARGV[8], fields)}
+return {'ok', write_node(id, old, kind, now, sup, premises, ARGV[7], ARGV[8], fields)}
