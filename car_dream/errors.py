@@ -9,6 +9,7 @@ __all__ = [
     "LockLostError",
     "PassCancelledError",
     "PassFailedError",
+    "RepairRefusedError",
     "SupersededNodeError",
     "UnknownNodeError",
     "shown",
@@ -57,3 +58,7 @@ class PassCancelledError(CarDreamError):
 
 class PassFailedError(CarDreamError):
     """A consolidation pass failed; the message carries the report's reason."""
+
+
+class RepairRefusedError(CarDreamError):
+    """A repair was asked for while a pass holds the namespace lock."""
