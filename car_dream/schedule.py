@@ -81,10 +81,14 @@ def beat_entry(config: DreamConfig | None = None) -> dict[str, Any]:
     (or, with ``CAR_DREAM_DISPATCH``, the dispatch) every ``CAR_DREAM_INTERVAL_SECS``.
 
     ``config`` defaults to the settings of the environment (or Django's ``CAR_DREAM``);
-    give the one given to :func:`car_dream.install`, if any.
+    give the one given to :func:`car_dream.install`, if any. Beat never reads a result:
+    the entry asks for none (with the RPC backend they would pile up in beat's reply
+    queue); the report is in the report list, and in the task event Flower shows.
     """
     config = config or load_settings()
-    return _definition(config, config.interval_secs)
+    entry = _definition(config, config.interval_secs)
+    entry["options"]["ignore_result"] = True
+    return entry
 
 
 def _entry(celery_app: Celery, every_secs: int, config: DreamConfig) -> RedBeatSchedulerEntry:

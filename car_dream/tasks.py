@@ -64,6 +64,7 @@ def _consolidate(
             self.apply_async(
                 kwargs={"namespace": ns, "trailing": True, "lock_token": token,
                         "depth": int(depth) + 1},
+                ignore_result=True,  # nobody waits for it: its report is in the report list
             )  # fmt: skip
         except Exception as exc:  # the pass itself succeeded; the next beat catches up
             log.warning("car-dream: could not enqueue the trailing pass: %s", exc)
@@ -115,19 +116,21 @@ def _dispatch(self: Task, cursor: int = 0) -> dict[str, Any]:
     worker pages on while this one sends), then sends this page's passes. Every message
     is small, and every one expires after an interval: the next beat tick replaces it.
     A name SSCAN repeats (it may, while the set is rehashed) is coalesced by the lock.
+    Nobody waits for what it sends: no results (with the RPC backend they would pile up
+    in a reply queue of this worker that nobody reads).
     """
     config = dream_config(self.app)
     client = get_redis(self.app)
     nxt, members = client.sscan(NAMESPACES_KEY, cursor=int(cursor), count=config.dispatch_chunk)
     names = sorted({m.decode() if isinstance(m, bytes) else str(m) for m in members})
     valid = [n for n in names if NAMESPACE_RE.match(n)]
-    expires = config.interval_secs
     with self.app.producer_or_acquire() as producer:
+        options = {"expires": config.interval_secs, "producer": producer, "ignore_result": True}
         if int(nxt):
-            self.apply_async(kwargs={"cursor": int(nxt)}, expires=expires, producer=producer)
+            self.apply_async(kwargs={"cursor": int(nxt)}, **options)
         task = self.app.tasks[TASK_NAME]
         for ns in valid:
-            task.apply_async(kwargs={"namespace": ns}, expires=expires, producer=producer)
+            task.apply_async(kwargs={"namespace": ns}, **options)
     if len(valid) < len(names):
         log.warning(
             "car-dream: dispatch skipped %d invalid namespace names", len(names) - len(valid)

@@ -20,6 +20,8 @@ from car_dream.app import create_app
 from car_dream.celery_config import dream_config, get_redis, preflight
 from car_dream.config import load_config
 from car_dream.errors import ConfigError
+from car_dream.keys import NAMESPACES_KEY
+from car_dream.report import ConsolidationReport
 from car_dream.store import MemoryStore
 from car_dream.tasks import DISPATCH_TASK_NAME, TASK_NAME
 
@@ -104,6 +106,32 @@ def test_car_dream_messages_are_json_with_their_own_expiry_and_queue(
     (theirs,) = messages(app, app.conf.task_routes["user.*"]["queue"])
     assert theirs.content_type == "application/x-python-serialize"
     assert theirs.headers["task"] == report.name
+
+
+def test_what_the_tasks_send_themselves_asks_for_no_result(
+    redis_url: str, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody waits for a trailing pass or a dispatched one: with the RPC backend their
+    results would pile up in a reply queue of the worker that nobody reads."""
+    db.sadd(NAMESPACES_KEY, "alpha", "beta")
+    monkeypatch.setattr("car_dream.tasks.run_pass", _did_work)
+    app = user_app(broker="memory://")
+    consolidate, dispatch = car_dream.install(app, load_config(redis_url=redis_url))
+    consolidate.run(namespace="alpha")
+    dispatch.run()
+    sent = messages(app, app.conf.task_default_queue)
+    kinds = sorted((m.payload[1]["namespace"], bool(m.payload[1].get("trailing"))) for m in sent)
+    assert kinds == [("alpha", False), ("alpha", True), ("beta", False)]  # dispatch, trailing
+    assert all(m.headers["ignore_result"] is True for m in sent)  # the worker stores none
+
+
+def _did_work(store: MemoryStore, config: Any, **kw: Any) -> ConsolidationReport:
+    return ConsolidationReport(
+        namespace=store.namespace,
+        trailing=kw["trailing"],
+        started_at="2026-01-01T00:00:00Z",
+        expired_pruned=1,
+    )
 
 
 def test_a_second_install_changes_nothing(redis_url: str) -> None:
@@ -201,7 +229,8 @@ def test_under_django_the_settings_come_from_its_car_dream_dict(tmp_path: Path) 
         "print(dream_config(app).namespace, redis_url(app), car_dream.beat_entry()['options'])\n"
     )
     out = _python(code, tmp_path, CAR_DREAM_INTERVAL_SECS="99", CAR_DREAM_BATCH_SIZE="5")
-    assert out.stdout.strip() == "dj redis://127.0.0.1:1/3 {'expires': 7}", out.stderr
+    expected = "dj redis://127.0.0.1:1/3 {'expires': 7, 'ignore_result': True}"
+    assert out.stdout.strip() == expected, out.stderr
     wrong = code.replace("CAR_DREAM={", "CAR_DREAM=[{").replace("7})", "7}])")
     out = _python(wrong, tmp_path)
     assert out.returncode != 0
@@ -233,11 +262,11 @@ def test_beat_entry_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         "task": TASK_NAME,
         "schedule": timedelta(seconds=45),
         "kwargs": {"namespace": "n1"},
-        "options": {"expires": 45},
+        "options": {"expires": 45, "ignore_result": True},
     }
     fan_out = car_dream.beat_entry(load_config(dispatch=True, interval_secs=10))
     assert fan_out["task"] == DISPATCH_TASK_NAME and fan_out["kwargs"] == {}
-    assert fan_out["options"] == {"expires": 10}
+    assert fan_out["options"] == {"expires": 10, "ignore_result": True}
 
 
 def test_celerys_own_scheduler_takes_the_entry() -> None:
@@ -246,4 +275,4 @@ def test_celerys_own_scheduler_takes_the_entry() -> None:
     app.conf.beat_schedule = {"car-dream": car_dream.beat_entry(load_config(interval_secs=30))}
     entry = Scheduler(app)._maybe_entry("car-dream", app.conf.beat_schedule["car-dream"])
     assert entry.task == TASK_NAME and entry.schedule.run_every == timedelta(seconds=30)
-    assert entry.options == {"expires": 30}
+    assert entry.options == {"expires": 30, "ignore_result": True}
