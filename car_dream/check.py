@@ -203,9 +203,14 @@ def _repair(store: MemoryStore, by_id: dict[str, list[str]], size: int, ttl: int
                     raise RepairRefusedError("lost the namespace lock during the repair")
                 reply = script(
                     keys=[store.keys.lock],
-                    args=[store.keys.prefix, lock.token, repr(time.time()), size or "",
-                          *ids[i : i + BATCH]],
-                )  # fmt: skip
+                    args=[
+                        store.keys.prefix,
+                        lock.token,
+                        repr(time.time()),
+                        size or "",
+                        *ids[i : i + BATCH],
+                    ],
+                )
                 code = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
                 if code != "ok":
                     raise RepairRefusedError(f"repair stopped: the lock was {code}")

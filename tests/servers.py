@@ -82,9 +82,11 @@ class RedisServer:
         deadline = time.monotonic() + 20
         while True:
             assert self.proc.poll() is None, self.log.read_text()
-            with contextlib.suppress(redis.RedisError):
-                probe = redis.Redis(port=self.port, password=self.password, socket_timeout=1)
-                if probe.ping():
+            with (
+                contextlib.suppress(redis.RedisError),
+                redis.Redis(port=self.port, password=self.password, socket_timeout=1) as probe,
+            ):
+                if probe.ping():  # closed on the way out: no connection lingers
                     return
             assert time.monotonic() < deadline, f"redis-server did not answer: {self.log}"
             time.sleep(0.05)

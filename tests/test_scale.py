@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
 import shutil
 import socket
@@ -37,14 +35,20 @@ from car_dream.metrics import read_snapshot
 from car_dream.store import MemoryStore
 from car_dream.tasks import DISPATCH_TASK_NAME, TASK_NAME
 
-from .celery_env import Processes, fresh_app, process_env, procs_fixture  # noqa: F401
+from .celery_env import (  # noqa: F401
+    RABBIT,
+    Processes,
+    fresh_app,
+    process_env,
+    procs_fixture,
+    rabbit_queue_fixture,
+)
 from .conftest import wait_for
 from .metrics_env import promtool
 from .servers import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-RABBIT = os.environ.get("CAR_DREAM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
@@ -155,30 +159,6 @@ def test_dispatch_setting_picks_the_beat_entry(
 
 
 # -- RabbitMQ as the broker ------------------------------------------------------------
-
-
-def _rabbit_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def rabbit_queue() -> Iterator[str]:
-    if not _rabbit_answers():
-        pytest.skip("RabbitMQ does not answer on 127.0.0.1:5672")
-    from kombu import Connection
-
-    queue = f"car-dream-test-{uuid.uuid4().hex[:10]}"
-    yield queue
-    with Connection(RABBIT) as conn:
-        channel = conn.channel()
-        with contextlib.suppress(Exception):
-            channel.queue_delete(queue)
-        with contextlib.suppress(Exception):
-            channel.exchange_delete(queue)
 
 
 def test_rabbitmq_broker_with_a_real_worker(
