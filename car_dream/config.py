@@ -77,7 +77,7 @@ class DreamConfig(BaseSettings):
     embedder_api_key: SecretStr | None = Field(None, repr=False)
     embedder_timeout_secs: float = Field(30.0, gt=0, le=600, description="Per model request.")
     embedder_retries: int = Field(2, ge=0, le=10, description="Tries after a failed request.")
-    embed_batch: int = Field(64, ge=1, le=10_000, description="Texts per model call.")
+    embed_batch: int = Field(32, ge=1, le=10_000, description="Texts per model call.")
 
     @field_validator("redis_url")
     @classmethod

@@ -42,7 +42,7 @@ def _no_cached_models(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_default_is_hashing() -> None:
     config = load_config()
-    assert config.embedder == "hashing" and config.embed_batch == 64
+    assert config.embedder == "hashing" and config.embed_batch == 32
     embedder = configured_embedder(config)
     assert isinstance(embedder, HashingEmbedder)
     assert embedder.model_id == HashingEmbedder().model_id  # stores made before keep theirs
