@@ -16,12 +16,22 @@ $(VENV)/.stamp-%: pyproject.toml | $(BIN)/python
 
 comma := ,
 
-install: $(VENV)/.stamp-embedded+flower+test+dev
+# infinity-emb, the OpenAI-compatible server tests/test_openai_embedder.py talks to, pins
+# numpy<2 and an old click: it gets a venv of its own (torch pinned to the CPU build).
+INFINITY_VENV ?= .venv-infinity
+INFINITY := $(INFINITY_VENV)/.stamp-infinity-emb-0.0.78
+$(INFINITY):
+	$(PYTHON) -m venv $(INFINITY_VENV)
+	$(INFINITY_VENV)/bin/python -m pip --disable-pip-version-check -q install \
+		"torch==2.13.0" "infinity-emb[server,torch]==0.0.78"
+	touch $@
+
+install: $(VENV)/.stamp-embedded+flower+test+dev $(INFINITY)
 
 run: $(VENV)/.stamp-embedded
 	CAR_DREAM_INTERVAL_SECS=$${CAR_DREAM_INTERVAL_SECS:-10} $(BIN)/car-dream dev
 
-test: $(VENV)/.stamp-embedded+flower+test
+test: $(VENV)/.stamp-embedded+flower+test $(INFINITY)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Unit tests only: every test marked integration (a real server or a process of its own,
@@ -35,10 +45,10 @@ chaos: $(VENV)/.stamp-embedded+flower+test
 	$(BIN)/python -m pytest tests/chaos -v $(PYTEST_ARGS)
 
 # benchmarks/ is not part of the suite: its own redis-server, its own numbers (README "Scaling").
-bench: $(VENV)/.stamp-embedded
+bench: $(VENV)/.stamp-embedded+minilm
 	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
-bench-quick: $(VENV)/.stamp-embedded
+bench-quick: $(VENV)/.stamp-embedded+minilm
 	$(BIN)/python -m benchmarks.bench --quick $(BENCH_ARGS)
 
 lint: $(VENV)/.stamp-embedded+flower+test+dev
@@ -51,4 +61,4 @@ fmt: $(VENV)/.stamp-embedded+flower+test+dev
 	$(BIN)/ruff check --fix car_dream tests benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(INFINITY_VENV) .pytest_cache .mypy_cache .ruff_cache

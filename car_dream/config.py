@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .embedder_spec import parse_embedder
 from .errors import ConfigError
 from .keys import validate_namespace
 
@@ -24,6 +25,8 @@ TEST_PREFIX = ENV_PREFIX + "TEST_"  # the test suite's own variables, no setting
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 BROKER_SCHEMES = (*REDIS_SCHEMES, "amqp", "amqps", "pyamqp")
 MEMORY_SCHEMES = (*REDIS_SCHEMES, "redis+cluster", "rediss+cluster")
+HTTP_SCHEMES = ("http", "https")
+URL_FIELDS = ("redis_url", "broker_url", "memory_url", "embedder_url")
 QUEUE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}\Z")
 
 
@@ -81,6 +84,17 @@ class DreamConfig(BaseSettings):
         100, ge=1, le=10_000, description="Namespaces the exporter shows one by one."
     )
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".local/share/car-dream")
+    embedder: str = Field(
+        "hashing",
+        description="hashing, sentence-transformers:<model>, openai:<model>, module:factory.",
+    )
+    embedder_url: str | None = Field(
+        None, repr=False, description="The OpenAI-compatible server, up to /v1 (openai: only)."
+    )
+    embedder_api_key: SecretStr | None = Field(None, repr=False)
+    embedder_timeout_secs: float = Field(30.0, gt=0, le=600, description="Per model request.")
+    embedder_retries: int = Field(2, ge=0, le=10, description="Tries after a failed request.")
+    embed_batch: int = Field(32, ge=1, le=10_000, description="Texts per model call.")
 
     @field_validator("redis_url")
     @classmethod
@@ -96,6 +110,17 @@ class DreamConfig(BaseSettings):
     @classmethod
     def _broker_url(cls, value: str | None) -> str | None:
         return _check_url(value, BROKER_SCHEMES)
+
+    @field_validator("embedder")
+    @classmethod
+    def _embedder(cls, value: str) -> str:
+        parse_embedder(value)
+        return value.strip()
+
+    @field_validator("embedder_url")
+    @classmethod
+    def _embedder_url(cls, value: str | None) -> str | None:
+        return _check_url(value, HTTP_SCHEMES)
 
     @field_validator("namespace")
     @classmethod
@@ -149,8 +174,10 @@ def _build(overrides: dict[str, Any], name_of: Callable[[str], str]) -> DreamCon
         for err in exc.errors():
             field = str(err["loc"][0]) if err["loc"] else "?"
             given = err.get("input")
-            if field in ("redis_url", "broker_url", "memory_url") and isinstance(given, str):
+            if field in URL_FIELDS and isinstance(given, str):
                 given = mask_url(given)
+            elif field == "embedder_api_key":
+                given = "***"
             problems.append(f"{name_of(field)}: {err['msg']} (got {given!r})")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None
 

@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .config import DreamConfig
-from .embedder import Embedder, HashingEmbedder
+from .embedder import Embedder
+from .embedding_models import configured_embedder
 from .errors import LockLostError, PassCancelledError
 from .lock import PassLock
 from .pipeline import PassContext, Step, run_steps
@@ -48,11 +49,17 @@ def run_pass(
 
     ``force`` ignores the "consolidated recently" window but never a running pass;
     ``takeover`` lets a trailing pass take over the finished lock of ``token``.
+    ``embedder`` defaults to the one ``CAR_DREAM_EMBEDDER`` names, loaded once per process.
     """
     started = time.monotonic()
     report = ConsolidationReport(
         namespace=store.namespace, trailing=trailing, started_at=_utc(clock())
     )
+    try:  # before the lock: loading a model can take longer than a short lock's TTL
+        embedder = configured_embedder(config) if embedder is None else embedder
+    except Exception as exc:
+        log.error("car-dream: no pass over %s: %s", store.namespace, failure_reason(exc))
+        return _finish(store, report, started, clock, "failed", failure_reason(exc))
     lock = PassLock(store.client, store.keys, config.lock_ttl, token)
     try:
         got = lock.acquire(force=force, takeover=takeover)
@@ -61,9 +68,7 @@ def run_pass(
     if not got.ok:
         report.lock_ttl_remaining = got.ttl_remaining
         return _finish(store, report, started, clock, "skipped", got.outcome)
-    ctx = PassContext(
-        store, config, lock, report, embedder or HashingEmbedder(), clock, cancel_event
-    )
+    ctx = PassContext(store, config, lock, report, embedder, clock, cancel_event)
     status, reason = "completed", None
     try:
         with lock.keepalive(), pass_running():

@@ -10,7 +10,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Embedder", "HashingEmbedder"]
+from .errors import EmbedderError
+
+__all__ = ["Embedder", "HashingEmbedder", "embed_checked"]
 
 _TOKEN = re.compile(r"\w+")
 
@@ -22,6 +24,39 @@ class Embedder(Protocol):
     model_id: str
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def embed_checked(
+    embedder: Embedder, texts: Sequence[str], batch: int, dims: int | None = None
+) -> np.ndarray:
+    """``texts`` embedded ``batch`` at a time, as one float32 matrix, or :class:`EmbedderError`.
+
+    Whatever the model does wrong (raises, times out, answers another number of rows or
+    another width than ``dims`` or the first batch, NaN or infinity) is an
+    ``EmbedderError``, so no garbage is stored and the caller can stop cleanly.
+    """
+    parts = []
+    for start in range(0, len(texts), batch):
+        chunk = texts[start : start + batch]
+        try:
+            out = np.asarray(embedder.embed(chunk), dtype=np.float32)
+        except EmbedderError:
+            raise
+        except Exception as exc:  # a model's own failure, whatever its type
+            raise EmbedderError(f"{embedder.model_id}: {type(exc).__name__}: {exc}") from exc
+        if out.ndim != 2 or out.shape[0] != len(chunk) or out.shape[1] < 1:
+            raise EmbedderError(
+                f"{embedder.model_id}: {len(chunk)} texts gave an array of shape {out.shape}"
+            )
+        if dims is not None and out.shape[1] != dims:
+            raise EmbedderError(f"{embedder.model_id}: {out.shape[1]} dimensions, not {dims}")
+        if not np.isfinite(out).all():
+            raise EmbedderError(f"{embedder.model_id}: NaN or infinity in the vectors")
+        dims = out.shape[1]
+        parts.append(out)
+    if not parts:
+        return np.zeros((0, dims or 0), dtype=np.float32)
+    return np.ascontiguousarray(np.concatenate(parts) if len(parts) > 1 else parts[0])
 
 
 class HashingEmbedder:

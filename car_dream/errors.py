@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "CarDreamError",
     "ConfigError",
+    "EmbedderError",
     "InvalidInputError",
     "LockLostError",
     "PassCancelledError",
@@ -31,6 +32,10 @@ class CarDreamError(Exception):
 
 class ConfigError(CarDreamError):
     """A setting is invalid; the message names the environment variable."""
+
+
+class EmbedderError(CarDreamError):
+    """The embedding model failed or answered garbage; the embed step stops, nodes wait."""
 
 
 class InvalidInputError(CarDreamError, ValueError):

