@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from .clock import ServerClock
 from .errors import CarDreamError
 from .keys import NAMESPACES_KEY, SUFFIX
 from .lock import PassLock
@@ -402,6 +403,7 @@ def _repair(store: MemoryStore, by_id: dict[str, list[str]], size: int, ttl: int
     lock = PassLock(store.client, store.keys, ttl, secrets.token_hex(16))
     _acquire(lock)
     script = store.client.register_script(REINDEX)
+    now = repr(ServerClock(store.client, store.keys.lock)())  # a pass's clock, not ours
     done = 0
     try:
         with lock.keepalive():
@@ -412,7 +414,7 @@ def _repair(store: MemoryStore, by_id: dict[str, list[str]], size: int, ttl: int
                     raise RepairRefusedError("lost the namespace lock during the repair")
                 reply = script(
                     keys=[store.keys.lock],
-                    args=[store.keys.prefix, lock.token, repr(time.time()), size or "",
+                    args=[store.keys.prefix, lock.token, now, size or "",
                           *ids[i : i + BATCH]],
                 )  # fmt: skip
                 code = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
