@@ -44,7 +44,9 @@ class DreamScheduler(RedBeatScheduler):  # type: ignore[misc]
     lock: Any = None  # taken in the first tick that can
 
     def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
-        preflight(app)  # RedBeat reads Redis while it sets up, before beat_init
+        # RedBeat reads Redis while it sets up, before beat_init. Beat writes no memory:
+        # an evicting memory Redis is the worker's to refuse, beat only warns.
+        preflight(app, refuse_eviction=False)
         super().__init__(app, *args, **kwargs)
 
     def setup_schedule(self) -> None:

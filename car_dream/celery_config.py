@@ -16,6 +16,7 @@ from celery import Celery
 from .config import DreamConfig, load_config, mask_url
 from .connection import celery_url, check_credentials, memory_client, tls_options
 from .errors import ConfigError
+from .eviction import check_eviction_at
 from .keys import REDBEAT_PREFIX
 
 __all__ = [
@@ -126,15 +127,20 @@ def get_redis(celery_app: Celery) -> Any:
     return client
 
 
-def preflight(celery_app: Celery) -> None:
-    """Stop the process, naming the variable, if a setting is invalid or Redis refuses
-    the credentials."""
+def preflight(celery_app: Celery, *, refuse_eviction: bool = True) -> None:
+    """Stop the process, naming the variable, if a setting is invalid, Redis refuses the
+    credentials or (``refuse_eviction``: the worker) the memory's Redis may evict keys."""
     try:
         config = dream_config(celery_app)
         urls = {"CAR_DREAM_REDIS_URL": redis_url(celery_app)}
         if config.memory_url:
             urls["CAR_DREAM_MEMORY_URL"] = config.memory_url
         check_credentials(urls)
+        var = "CAR_DREAM_MEMORY_URL" if config.memory_url else "CAR_DREAM_REDIS_URL"
+        allow = config.allow_eviction
+        warning = check_eviction_at(var, urls[var], allow=allow, refuse=refuse_eviction)
+        if warning:
+            log.warning("car-dream: %s", warning)
     except ConfigError as exc:
         log.critical("car-dream: %s", exc)
         # SystemExit, not an Exception: Celery's signal dispatch would log and go on.

@@ -79,6 +79,9 @@ class DreamConfig(BaseSettings):
     metrics_max_namespaces: int = Field(
         100, ge=1, le=10_000, description="Namespaces the exporter shows one by one."
     )
+    allow_eviction: bool = Field(
+        False, description="Run on a Redis whose maxmemory-policy may evict (warned)."
+    )
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".local/share/car-dream")
 
     @field_validator("redis_url")
