@@ -15,14 +15,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
 from .keys import validate_namespace
+from .sentinel import SCHEMES as SENTINEL_SCHEMES
+from .sentinel import parse_sentinel
 
 __all__ = ["DreamConfig", "load_config", "mask_url", "unknown_settings"]
 
 ENV_PREFIX = "CAR_DREAM_"
 TEST_PREFIX = ENV_PREFIX + "TEST_"  # the test suite's own variables, no settings
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
 BROKER_SCHEMES = (*REDIS_SCHEMES, "amqp", "amqps", "pyamqp")
 MEMORY_SCHEMES = (*REDIS_SCHEMES, "redis+cluster", "rediss+cluster")
+SECRET_QUERY = re.compile(r"(\b\w*password)=[^&]*")
 QUEUE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}\Z")
 
 
@@ -30,6 +33,9 @@ def mask_url(url: str | None) -> str | None:
     """The URL with any password replaced by ``***``: safe for logs and reports."""
     if not url:
         return url
+    base, question, query = url.partition("?")
+    if "password=" in query:  # ?password= (redis-py), ?sentinel_password= (Sentinel)
+        url = base + question + SECRET_QUERY.sub(r"\1=***", query)
     parts = urlsplit(url)
     userinfo, at, host = parts.netloc.rpartition("@")
     if "@" in userinfo:  # an unencoded '@': where the user ends is anyone's guess
@@ -53,6 +59,8 @@ def _check_url(value: str | None, schemes: tuple[str, ...]) -> str | None:
             "the user name or password contains an unencoded '@': percent-encode it "
             "as %40, e.g. redis://:p%40ss@host:6379/0"
         )
+    if parts.scheme in SENTINEL_SCHEMES:
+        parse_sentinel(value)  # its ValueError says what is wrong
     return value
 
 

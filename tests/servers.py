@@ -92,3 +92,104 @@ class RedisServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         self.proc = None
+
+
+def sentinel_command() -> list[str]:
+    """Debian's ``redis-sentinel`` (package redis-sentinel), else the same program as
+    ``redis-server --sentinel``."""
+    found = shutil.which("redis-sentinel")
+    return [found] if found else [redis_binary(), "--sentinel"]
+
+
+class SentinelGroup:
+    """A primary, a replica and three Sentinels on loopback, private ports: the servers
+    ask for ``password``, the Sentinels for ``sentinel_password``."""
+
+    SERVICE = "car-dream"
+
+    def __init__(self, directory: Path, password: str, sentinel_password: str) -> None:
+        self.dir = directory
+        self.password, self.sentinel_password = password, sentinel_password
+        auth = ["--requirepass", password, "--masterauth", password]
+        self.primary = RedisServer(directory / "primary", auth, password=password)
+        self.replica = RedisServer(directory / "replica", auth, password=password)
+        self.ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+
+    def url(self, db: int = 0, scheme: str = "redis+sentinel") -> str:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.ports)
+        return (
+            f"{scheme}://:{self.password}@{hosts}/{self.SERVICE}/{db}"
+            f"?sentinel_password={self.sentinel_password}"
+        )
+
+    def start(self) -> None:
+        self.primary.start()
+        self.replica.extra += ["--replicaof", "127.0.0.1", str(self.primary.port)]
+        self.replica.start()
+        wait_for(
+            lambda: (
+                self.server(self.replica.port).info("replication")["master_link_status"] == "up"
+            ),
+            30,
+        )
+        for port in self.ports:
+            conf = self.dir / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {self.dir}\n"
+                f"requirepass {self.sentinel_password}\n"
+                f"sentinel sentinel-pass {self.sentinel_password}\n"
+                f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary.port} 2\n"
+                f"sentinel auth-pass {self.SERVICE} {self.password}\n"
+                f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
+                f"sentinel failover-timeout {self.SERVICE} 10000\n"
+            )
+            with open(self.dir / f"sentinel-{port}.log", "ab") as log:
+                self.sentinels.append(
+                    subprocess.Popen(
+                        [*sentinel_command(), str(conf)],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+
+        def ready() -> bool:  # every Sentinel knows the replica and the two other Sentinels
+            with contextlib.suppress(redis.RedisError):
+                states = [self.sentinel(p).sentinel_master(self.SERVICE) for p in self.ports]
+                return all(s["num-slaves"] == 1 and s["num-other-sentinels"] == 2 for s in states)
+            return False
+
+        wait_for(ready, timeout=60, interval=0.2)
+
+    def server(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, password=self.password, socket_timeout=10)
+
+    def sentinel(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, password=self.sentinel_password, socket_timeout=5)
+
+    def primary_port(self) -> int:
+        _, port = self.sentinel(self.ports[0]).sentinel_get_master_addr_by_name(self.SERVICE)
+        return int(port)
+
+    def fail_over(self) -> int:
+        """``SENTINEL FAILOVER``; returns the new primary's port once it accepts writes."""
+        old = self.primary_port()
+        self.sentinel(self.ports[0]).sentinel_failover(self.SERVICE)
+
+        def promoted() -> int | None:
+            with contextlib.suppress(redis.RedisError):
+                port = self.primary_port()
+                if port != old and self.server(port).info("replication")["role"] == "master":
+                    return port
+            return None
+
+        return int(wait_for(promoted, timeout=60, interval=0.1))
+
+    def stop(self) -> None:
+        for proc in self.sentinels:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(10)
+        self.replica.stop()
+        self.primary.stop()

@@ -41,8 +41,12 @@ def test_a_worker_clock_an_hour_fast_prunes_nothing_early(
     env.update(FAKETIME_ENV)
     done = subprocess.run(
         [*faketime("+1h"), *CLI, "run-once", "--force", "--json"],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["status"] == "completed" and report["expired_pruned"] == 5

@@ -126,9 +126,14 @@ def test_cli_ingest_stops_at_a_full_redis_saying_so(small: RedisServer, tmp_path
     )
     env = process_env(small.url, tmp_path / "data", batch_size=5, namespace="full")
     done = subprocess.run(
-        [*CLI, "ingest", "-"], input=lines, env=env, capture_output=True, text=True,
-        timeout=60, check=False,
-    )  # fmt: skip
+        [*CLI, "ingest", "-"],
+        input=lines,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 1
     assert "car-dream: out of memory: Redis is full" in done.stderr
     assert "not written: line 1 and 4 more of its batch" in done.stderr
