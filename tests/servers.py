@@ -94,6 +94,65 @@ class RedisServer:
         self.proc = None
 
 
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_pki(d: Path) -> Path:
+    """A throwaway CA (``ca.pem``) and a certificate for 127.0.0.1 it signed
+    (``server.pem``, ``server.key``) in ``d``; returns ``d``."""
+    d.mkdir(parents=True, exist_ok=True)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=car-dream test CA",
+        cwd=d,
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+        cwd=d,
+    )
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        cwd=d,
+    )
+    return d
+
+
 def sentinel_command() -> list[str]:
     """Debian's ``redis-sentinel`` (package redis-sentinel), else the same program as
     ``redis-server --sentinel``."""
@@ -103,29 +162,73 @@ def sentinel_command() -> list[str]:
 
 class SentinelGroup:
     """A primary, a replica and three Sentinels on loopback, private ports: the servers
-    ask for ``password``, the Sentinels for ``sentinel_password``."""
+    ask for ``password``, the Sentinels for ``sentinel_password``. With ``pki`` (see
+    :func:`make_pki`) they all speak TLS to each other and to clients too (each keeps a
+    plain port for the test's own looks)."""
 
     SERVICE = "car-dream"
 
-    def __init__(self, directory: Path, password: str, sentinel_password: str) -> None:
+    def __init__(
+        self, directory: Path, password: str, sentinel_password: str, pki: Path | None = None
+    ) -> None:
         self.dir = directory
-        self.password, self.sentinel_password = password, sentinel_password
+        self.password, self.sentinel_password, self.pki = password, sentinel_password, pki
         auth = ["--requirepass", password, "--masterauth", password]
-        self.primary = RedisServer(directory / "primary", auth, password=password)
-        self.replica = RedisServer(directory / "replica", auth, password=password)
-        self.ports = [free_port() for _ in range(3)]
+        self.primary = RedisServer(directory / "primary", list(auth), password=password)
+        self.replica = RedisServer(directory / "replica", list(auth), password=password)
+        self.taken = {self.primary.port, self.replica.port}
+        self.ports = [self._port() for _ in range(3)]
+        self.plain: dict[int, int] = {}  # TLS port -> plain port, of servers and Sentinels
+        for server in (self.primary, self.replica):
+            self.plain[self._tls(server.extra, server.port)] = server.port
         self.sentinels: list[subprocess.Popen[bytes]] = []
 
-    def url(self, db: int = 0, scheme: str = "redis+sentinel") -> str:
-        hosts = ",".join(f"127.0.0.1:{p}" for p in self.ports)
+    def _tls(self, extra: list[str], port: int) -> int:
+        """Add the TLS settings to a server's ``extra``; its TLS port (or ``port``)."""
+        if self.pki is None:
+            return port
+        tls = self._port()
+        extra += [
+            "--tls-port",
+            str(tls),
+            "--tls-cert-file",
+            str(self.pki / "server.pem"),
+            "--tls-key-file",
+            str(self.pki / "server.key"),
+            "--tls-ca-cert-file",
+            str(self.pki / "ca.pem"),
+            "--tls-auth-clients",
+            "no",
+            "--tls-replication",
+            "yes",
+        ]
+        return tls
+
+    def _port(self) -> int:
+        """A free port none of the group's others has (free_port() may repeat one)."""
+        port = free_port()
+        while port in self.taken:
+            port = free_port()
+        self.taken.add(port)
+        return port
+
+    def addresses(self, port: int) -> int:
+        """The port clients use (the TLS one with a PKI)."""
+        return next((t for t, p in self.plain.items() if p == port), port)
+
+    def url(self, db: int = 0) -> str:
+        hosts = ",".join(f"127.0.0.1:{self.addresses(p)}" for p in self.ports)
+        scheme = "rediss+sentinel" if self.pki else "redis+sentinel"
+        tls = f"&ssl_ca_certs={self.pki / 'ca.pem'}" if self.pki else ""
         return (
             f"{scheme}://:{self.password}@{hosts}/{self.SERVICE}/{db}"
-            f"?sentinel_password={self.sentinel_password}"
+            f"?sentinel_password={self.sentinel_password}{tls}"
         )
 
     def start(self) -> None:
         self.primary.start()
-        self.replica.extra += ["--replicaof", "127.0.0.1", str(self.primary.port)]
+        primary = self.addresses(self.primary.port)
+        self.replica.extra += ["--replicaof", "127.0.0.1", str(primary)]
         self.replica.start()
         wait_for(
             lambda: (
@@ -135,11 +238,15 @@ class SentinelGroup:
         )
         for port in self.ports:
             conf = self.dir / f"sentinel-{port}.conf"
+            extra: list[str] = []
+            self.plain[self._tls(extra, port)] = port
+            pairs = zip(extra[::2], extra[1::2], strict=True)
+            tls = "".join(f"{k.removeprefix('--')} {v}\n" for k, v in pairs)
             conf.write_text(
-                f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {self.dir}\n"
+                f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {self.dir}\n{tls}"
                 f"requirepass {self.sentinel_password}\n"
                 f"sentinel sentinel-pass {self.sentinel_password}\n"
-                f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary.port} 2\n"
+                f"sentinel monitor {self.SERVICE} 127.0.0.1 {primary} 2\n"
                 f"sentinel auth-pass {self.SERVICE} {self.password}\n"
                 f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
                 f"sentinel failover-timeout {self.SERVICE} 10000\n"
@@ -163,7 +270,13 @@ class SentinelGroup:
         wait_for(ready, timeout=60, interval=0.2)
 
     def server(self, port: int) -> redis.Redis:
+        """A plain client of the server at ``port`` (as the Sentinels name it)."""
+        port = self.plain.get(port, port)
         return redis.Redis(port=port, password=self.password, socket_timeout=10)
+
+    def primary_client(self, db: int = 0) -> redis.Redis:
+        port = self.plain.get(self.primary_port(), self.primary_port())
+        return redis.Redis(port=port, password=self.password, db=db, socket_timeout=10)
 
     def sentinel(self, port: int) -> redis.Redis:
         return redis.Redis(port=port, password=self.sentinel_password, socket_timeout=5)

@@ -4,12 +4,12 @@ result backend and RedBeat (the fail-over itself: tests/chaos, scenario 11)."""
 from __future__ import annotations
 
 import secrets
+import shutil
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from car_dream.celery_config import celery_settings
 from car_dream.config import load_config, mask_url
@@ -22,7 +22,7 @@ from car_dream.tasks import TASK_NAME
 
 from .celery_env import Processes, fresh_app, process_env, procs_fixture  # noqa: F401
 from .conftest import wait_for
-from .servers import SentinelGroup
+from .servers import SentinelGroup, make_pki
 
 PASSWORD = "srv-" + secrets.token_hex(8)
 SENTINEL_PASSWORD = "snt-" + secrets.token_hex(8)
@@ -85,9 +85,18 @@ def test_celery_kombu_and_redbeat_are_told_the_service_and_the_sentinel_password
     assert tls["broker_transport_options"]["sentinel_kwargs"] == {"ssl": True, **use_ssl}
 
 
-@pytest.fixture(scope="module")
-def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
-    g = SentinelGroup(tmp_path_factory.mktemp("sentinel"), PASSWORD, SENTINEL_PASSWORD)
+@pytest.fixture(scope="module", params=["plain", "tls"])
+def group(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SentinelGroup]:
+    """Servers and Sentinels, plain or (``rediss+sentinel://``) all over TLS."""
+    base = tmp_path_factory.mktemp(f"sentinel-{request.param}")
+    pki = None
+    if request.param == "tls":
+        if shutil.which("openssl") is None:
+            pytest.skip("openssl is needed to make a throwaway CA")
+        pki = make_pki(base / "pki")
+    g = SentinelGroup(base, PASSWORD, SENTINEL_PASSWORD, pki)
     g.start()
     yield g
     g.stop()
@@ -100,7 +109,7 @@ def test_the_memory_behind_sentinel(group: SentinelGroup, tmp_path: Path) -> Non
     store.ingest_fact("f1", "s", "a fact")
     report = run_pass(store, load_config(interval_secs=60, data_dir=tmp_path))
     assert report.status == "completed" and report.nodes_embedded == 1
-    primary = redis.Redis(port=group.primary_port(), password=PASSWORD, db=1)
+    primary = group.primary_client(db=1)
     assert primary.exists(store.keys.node("f1"))
     check_credentials({"CAR_DREAM_MEMORY_URL": group.url()})
 
@@ -138,7 +147,7 @@ def test_worker_and_beat_on_sentinel_urls(
         return any(r.status == "completed" and not r.trailing for r in store.reports(10))
 
     wait_for(beat_passes, timeout=90)
-    primary = redis.Redis(port=group.primary_port(), password=PASSWORD, db=2)
+    primary = group.primary_client(db=2)
     assert any(k.startswith(b"car-dream:redbeat:") for k in primary.scan_iter())  # RedBeat's
     triggered = fresh_app(monkeypatch, url, interval_secs=2).tasks[TASK_NAME].delay(force=True)
     assert triggered.get(timeout=60)["status"] in ("completed", "skipped")

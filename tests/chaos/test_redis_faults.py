@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from car_dream.clock import ServerClock
 from car_dream.connection import memory_client
@@ -285,9 +284,7 @@ def test_11_sentinel_fail_over(procs: ChaosProcesses, tmp_path: Path, record: An
                 promotion finished."""
                 after = [
                     r.finished_at.timestamp()
-                    for r in MemoryStore(
-                        redis.Redis(port=group.primary_port(), password=PASSWORD), "default"
-                    ).reports(20)
+                    for r in MemoryStore(group.primary_client(), "default").reports(20)
                     if r.status == "completed"
                     and r.finished_at
                     and r.started_at.timestamp() > promoted_at
@@ -301,7 +298,7 @@ def test_11_sentinel_fail_over(procs: ChaosProcesses, tmp_path: Path, record: An
             waiting.stop()
         procs.stop()
         procs.procs.clear()
-        new_primary = redis.Redis(port=group.primary_port(), password=PASSWORD)
+        new_primary = group.primary_client()
         assert writers.unexpected == waiting.unexpected == [], writers.unexpected[:5]
         lost = writers.missing(new_primary)
         late = [(w, t - failed_over_at) for w, t in lost if not 0 <= t - failed_over_at <= WINDOW]
