@@ -226,6 +226,13 @@ class SentinelGroup:
         )
 
     def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:  # what did start is stopped, not left behind
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         self.primary.start()
         primary = self.addresses(self.primary.port)
         self.replica.extra += ["--replicaof", "127.0.0.1", str(primary)]
