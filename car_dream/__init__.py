@@ -2,6 +2,7 @@
 
 ``celery -A car_dream worker`` / ``celery -A car_dream beat`` find :data:`app` here;
 ``consolidate.delay()`` triggers one pass; :func:`run_pass` runs one in-process.
+:func:`install` puts the tasks on your own Celery app, :func:`beat_entry` schedules them.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from .errors import (
     SupersededNodeError,
     UnknownNodeError,
 )
+from .installer import install
 from .keys import Keys
 from .loop import DreamHandle, spawn_dream_loop
 from .report import ConsolidationReport
-from .schedule import ensure_dream_task
+from .schedule import beat_entry, ensure_dream_task
 from .store import MemoryStore, Node, WriteBatch
 
 __all__ = [
@@ -48,12 +50,14 @@ __all__ = [
     "UnknownNodeError",
     "WriteBatch",
     "app",
+    "beat_entry",
     "check_store",
     "consolidate",
     "create_app",
     "dream_config",
     "ensure_dream_task",
     "get_redis",
+    "install",
     "load_config",
     "mask_url",
     "run_pass",

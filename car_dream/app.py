@@ -16,7 +16,7 @@ from celery.local import Proxy
 from celery.signals import beat_init, worker_init
 
 from .beat import DreamScheduler
-from .celery_config import CONFIG_ATTR, configure, dream_config, preflight
+from .celery_config import CONFIG_ATTR, OWN_ATTR, configure, dream_config, preflight
 from .config import DreamConfig
 from .schedule import ensure_dream_task
 from .startup import check_settings, started_by_celery
@@ -33,6 +33,7 @@ def create_app(config: DreamConfig | None = None) -> Celery:
     """A car-dream Celery app with its tasks; settings from ``config`` or, on first use,
     the environment."""
     celery_app = Celery(APP_NAME)
+    setattr(celery_app, OWN_ATTR, True)
     if config is not None:
         setattr(celery_app, CONFIG_ATTR, config)
     celery_app.on_configure.connect(configure, weak=False)

@@ -8,6 +8,17 @@ instead skips the ticks Redis cannot serve, does what start-up could not (RedBea
 set-up, car-dream's schedule entry) in the first tick Redis answers, and takes its
 lock in its ticks, without blocking: whichever beat holds it sends, the others stand
 by and try again each tick.
+
+It serves any Celery app, not only car-dream's own: what it needs it reads from the
+app's RedBeat settings, as RedBeat does, and it touches Redis only where RedBeat would.
+car-dream's own settings matter only on an app that runs car-dream's tasks: there it
+creates car-dream's entry (unless ``beat_schedule`` already has one for them).
+
+Deliberate differences from RedBeat (tests/test_beat_any_app.py checks them): a tick
+without the lock takes it, or stands by, where RedBeat's raises AttributeError; the
+lock is taken in the ticks, not at ``beat_init`` (which blocks until it has it); a
+Redis error or a lost lock makes a tick stand by, where RedBeat's raises; start-up with
+Redis away is finished in the first tick that reaches it.
 """
 
 from __future__ import annotations
@@ -24,9 +35,11 @@ from redbeat.schedulers import (
     get_redis,
 )
 
-from .celery_config import preflight
+from .celery_config import is_own, preflight
 from .config import mask_url
+from .connection import certificate_error
 from .schedule import ensure_dream_task
+from .tasks import DISPATCH_TASK_NAME, TASK_NAME
 
 __all__ = ["DreamScheduler"]
 
@@ -44,25 +57,51 @@ class DreamScheduler(RedBeatScheduler):  # type: ignore[misc]
     lock: Any = None  # taken in the first tick that can
 
     def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
-        # RedBeat reads Redis while it sets up, before beat_init. Beat writes no memory:
-        # an evicting memory Redis is the worker's to refuse, beat only warns.
-        preflight(app, refuse_eviction=False)
+        if is_own(app):  # car-dream's settings, and its Redis's credentials, checked first
+            # Beat writes no memory: an evicting memory Redis is the worker's to refuse.
+            preflight(app, refuse_eviction=False)
         super().__init__(app, *args, **kwargs)
 
     def setup_schedule(self) -> None:
         try:
             super().setup_schedule()
         except _OUTAGE as exc:  # called from __init__: done again in the first tick
+            self._refused(exc)
             self._outage(exc)
         else:
             self._set_up = True
 
+    def _refused(self, exc: BaseException) -> None:
+        """Stop beat if Redis refused the credentials or the certificate: unlike an
+        outage, retrying never helps (redis-py's AuthenticationError is a ConnectionError)."""
+        reason = certificate_error(exc)
+        if reason is None and not isinstance(exc, redis.AuthenticationError):
+            return
+        url = mask_url(self.app.redbeat_conf.redis_url)
+        what = "CAR_DREAM_REDIS_URL" if is_own(self.app) else "redbeat_redis_url"
+        message = f"beat: {what}: Redis at {url} refused us ({reason or exc})"
+        log.critical(message)
+        raise SystemExit(message) from None
+
+    def _wants_dream_entry(self) -> bool:
+        """car-dream's entry belongs on this schedule if the app runs car-dream's tasks and
+        its static ``beat_schedule`` does not send them already."""
+        if TASK_NAME not in self.app.tasks:
+            return False
+        static = self.app.conf.beat_schedule or {}
+        ours = (TASK_NAME, DISPATCH_TASK_NAME)
+        return not any(entry.get("task") in ours for entry in static.values())
+
     def _catch_up(self) -> None:
         """What start-up could not do while Redis was away."""
         if not self._set_up:
-            super().setup_schedule()
+            try:
+                super().setup_schedule()
+            except _OUTAGE as exc:
+                self._refused(exc)
+                raise
             self._set_up = True
-        if not self._entry_ensured:
+        if not self._entry_ensured and self._wants_dream_entry():
             try:
                 ensure_dream_task(self.app)
             except _OUTAGE:
@@ -75,8 +114,10 @@ class DreamScheduler(RedBeatScheduler):  # type: ignore[misc]
         if not self._redis_down:
             log.warning(
                 "beat: Redis %s unreachable (%s); retrying every %ss",
-                mask_url(self.app.redbeat_conf.redis_url), exc, self.max_interval,
-            )  # fmt: skip
+                mask_url(self.app.redbeat_conf.redis_url),
+                exc,
+                self.max_interval,
+            )
         self._redis_down = True
 
     def _new_lock(self) -> Any:

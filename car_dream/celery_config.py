@@ -13,8 +13,9 @@ from typing import Any
 
 from celery import Celery
 
-from .config import DreamConfig, load_config, mask_url
+from .config import DreamConfig, load_config, load_config_from, mask_url
 from .connection import celery_url, check_credentials, memory_client, tls_options
+from .django_settings import SETTING, django_settings
 from .errors import ConfigError
 from .eviction import check_eviction_at
 from .keys import REDBEAT_PREFIX
@@ -26,6 +27,8 @@ __all__ = [
     "configure",
     "dream_config",
     "get_redis",
+    "is_own",
+    "load_settings",
     "preflight",
     "redis_url",
     "resolve_redis_url",
@@ -35,6 +38,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONFIG_ATTR = "_car_dream_config"
+OWN_ATTR = "_car_dream_own"  # an app of create_app(), configured by car-dream
 _REDIS_ATTR = "_car_dream_redis"
 _guard = threading.RLock()  # get_redis may configure the app, which reads the config
 
@@ -128,19 +132,57 @@ def configure(sender: Celery, **_: Any) -> None:
     log.debug("car-dream: Redis %s, namespace %s", mask_url(url), config.namespace)
 
 
+def load_settings() -> DreamConfig:
+    """car-dream's settings for this process: Django's ``CAR_DREAM`` dict when Django is in
+    use (the environment fills in what it leaves out), else the ``CAR_DREAM_*`` variables."""
+    mapping = django_settings()
+    if mapping is not None:
+        return load_config_from(mapping, SETTING)
+    return load_config()
+
+
+def is_own(celery_app: Celery) -> bool:
+    """True for an app of :func:`car_dream.create_app`, which car-dream configures."""
+    return bool(getattr(celery_app, OWN_ATTR, False))
+
+
 def dream_config(celery_app: Celery) -> DreamConfig:
-    """The settings the app was configured from (read once per app)."""
+    """car-dream's settings for the app (read once per app): those given to
+    ``create_app``/``install``, else :func:`load_settings`."""
     with _guard:
         config = getattr(celery_app, CONFIG_ATTR, None)
         if config is None:
-            config = load_config()
+            config = load_settings()
             setattr(celery_app, CONFIG_ATTR, config)
     return config
 
 
+def _urls(celery_app: Celery) -> dict[str, str]:
+    """The Redis URLs car-dream uses for the app, by the variable that sets each.
+
+    car-dream's own app has the one it was configured with (the embedded server's if
+    none is set); any other app has only car-dream's settings: its broker and result
+    backend are the app's business, the memory Redis is car-dream's.
+    """
+    config = dream_config(celery_app)
+    url = str(celery_app.conf.car_dream_redis_url) if is_own(celery_app) else config.redis_url
+    urls = {"CAR_DREAM_REDIS_URL": url} if url else {}
+    if config.memory_url:
+        urls["CAR_DREAM_MEMORY_URL"] = config.memory_url
+    if not urls:
+        raise ConfigError(
+            "invalid settings: CAR_DREAM_REDIS_URL is not set (nor CAR_DREAM_MEMORY_URL): "
+            "car-dream on your own Celery app needs the Redis that keeps the memory "
+            '(under Django: CAR_DREAM = {"REDIS_URL": ...})'
+        )
+    return urls
+
+
 def redis_url(celery_app: Celery) -> str:
-    """The Redis URL the app was configured with (configuring it if needed)."""
-    return str(celery_app.conf.car_dream_redis_url)
+    """The Redis URL of car-dream's settings for the app (its own app: the one it was
+    configured with, configuring it if needed); :class:`ConfigError` if there is none."""
+    urls = _urls(celery_app)
+    return urls.get("CAR_DREAM_REDIS_URL") or urls["CAR_DREAM_MEMORY_URL"]
 
 
 def get_redis(celery_app: Celery) -> Any:
@@ -149,7 +191,8 @@ def get_redis(celery_app: Celery) -> Any:
     with _guard:
         client = getattr(celery_app, _REDIS_ATTR, None)
         if client is None:
-            client = memory_client(dream_config(celery_app).memory_url or redis_url(celery_app))
+            urls = _urls(celery_app)
+            client = memory_client(urls.get("CAR_DREAM_MEMORY_URL") or urls["CAR_DREAM_REDIS_URL"])
             setattr(celery_app, _REDIS_ATTR, client)
     return client
 
@@ -158,13 +201,10 @@ def preflight(celery_app: Celery, *, refuse_eviction: bool = True) -> None:
     """Stop the process, naming the variable, if a setting is invalid, Redis refuses the
     credentials or (``refuse_eviction``: the worker) the memory's Redis may evict keys."""
     try:
-        config = dream_config(celery_app)
-        urls = {"CAR_DREAM_REDIS_URL": redis_url(celery_app)}
-        if config.memory_url:
-            urls["CAR_DREAM_MEMORY_URL"] = config.memory_url
+        urls = _urls(celery_app)
         check_credentials(urls)
-        var = "CAR_DREAM_MEMORY_URL" if config.memory_url else "CAR_DREAM_REDIS_URL"
-        allow = config.allow_eviction
+        var = "CAR_DREAM_MEMORY_URL" if "CAR_DREAM_MEMORY_URL" in urls else "CAR_DREAM_REDIS_URL"
+        allow = dream_config(celery_app).allow_eviction
         warning = check_eviction_at(var, urls[var], allow=allow, refuse=refuse_eviction)
         if warning:
             log.warning("car-dream: %s", warning)

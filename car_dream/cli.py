@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from typing import Any
 
 import click
@@ -86,7 +85,9 @@ for command in (dev, run_once, trigger, reports, status, cancel, check, schedule
 @pass_env
 def pause(env: Env) -> None:
     """Skip passes (reason 'paused') until resume."""
-    env.client.set(env.store.keys.paused, str(time.time()))
+    from .lock import pause as pause_passes
+
+    pause_passes(env.client, env.store.keys)
     click.echo(f"paused namespace {env.config.namespace!r}")
 
 
@@ -94,7 +95,9 @@ def pause(env: Env) -> None:
 @pass_env
 def resume(env: Env) -> None:
     """Let passes run again."""
-    was = env.client.delete(env.store.keys.paused)
+    from .lock import resume as resume_passes
+
+    was = resume_passes(env.client, env.store.keys)
     click.echo(f"resumed namespace {env.config.namespace!r}" + ("" if was else " (was not paused)"))
 
 

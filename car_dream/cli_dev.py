@@ -117,10 +117,22 @@ def _sync_schedule(config: DreamConfig, own_redis: bool) -> int:
 
 def _start_worker(env: dict[str, str], concurrency: int, log_path: Path) -> subprocess.Popen[bytes]:
     cmd = [
-        sys.executable, "-m", "celery", "-A", "car_dream", "worker", "--beat",
-        "--loglevel", "INFO", "--concurrency", str(max(1, concurrency)),
-        "--without-mingle", "--without-gossip", "--hostname", f"car-dream-dev-{os.getpid()}@%h",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "car_dream",
+        "worker",
+        "--beat",
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        str(max(1, concurrency)),
+        "--without-mingle",
+        "--without-gossip",
+        "--hostname",
+        f"car-dream-dev-{os.getpid()}@%h",
+    ]
     with open(log_path, "ab") as log:
         # Its own session: Ctrl-C reaches us only, and we stop the worker in order.
         return subprocess.Popen(

@@ -1,11 +1,12 @@
-"""Settings: one pydantic-settings class, read from ``CAR_DREAM_*`` variables."""
+"""Settings: one pydantic-settings class, read from ``CAR_DREAM_*`` variables (and, under
+Django, from its ``CAR_DREAM`` dict first)."""
 
 from __future__ import annotations
 
 import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -18,7 +19,7 @@ from .keys import validate_namespace
 from .sentinel import SCHEMES as SENTINEL_SCHEMES
 from .sentinel import parse_sentinel
 
-__all__ = ["DreamConfig", "load_config", "mask_url", "unknown_settings"]
+__all__ = ["DreamConfig", "load_config", "load_config_from", "mask_url", "unknown_settings"]
 
 ENV_PREFIX = "CAR_DREAM_"
 TEST_PREFIX = ENV_PREFIX + "TEST_"  # the test suite's own variables, no settings
@@ -127,17 +128,41 @@ class DreamConfig(BaseSettings):
 
 def load_config(**overrides: Any) -> DreamConfig:
     """Build the settings, turning a validation error into one naming the variable."""
+    return _build(overrides, lambda field: ENV_PREFIX + field.upper())
+
+
+def load_config_from(mapping: Mapping[str, Any], where: str) -> DreamConfig:
+    """Settings from ``mapping`` (Django's ``CAR_DREAM = {"REDIS_URL": ...}``), the
+    ``CAR_DREAM_*`` variables filling in what it leaves out. An error names the key as
+    ``where["KEY"]``; a key that is no setting is an error too, since the mapping is
+    car-dream's alone (unlike the environment)."""
+    known = {name.upper(): name for name in DreamConfig.model_fields}
+    given: dict[str, Any] = {}
+    for key, value in mapping.items():
+        field = known.get(str(key).upper())
+        if field is None:
+            close = difflib.get_close_matches(str(key).upper(), list(known), n=1)
+            hint = f'; did you mean {where}["{close[0]}"]?' if close else ""
+            raise ConfigError(f'invalid settings: {where}["{key}"]: no such setting{hint}')
+        given[field] = value
+
+    def name_of(field: str) -> str:
+        return f'{where}["{field.upper()}"]' if field in given else ENV_PREFIX + field.upper()
+
+    return _build(given, name_of)
+
+
+def _build(overrides: dict[str, Any], name_of: Callable[[str], str]) -> DreamConfig:
     try:
         return DreamConfig(**overrides)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             field = str(err["loc"][0]) if err["loc"] else "?"
-            var = ENV_PREFIX + field.upper()
             given = err.get("input")
             if field in ("redis_url", "broker_url", "memory_url") and isinstance(given, str):
                 given = mask_url(given)
-            problems.append(f"{var}: {err['msg']} (got {given!r})")
+            problems.append(f"{name_of(field)}: {err['msg']} (got {given!r})")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None
 
 

@@ -101,37 +101,58 @@ def seed_demo(store: MemoryStore, data_dir: Path, now: float | None = None) -> D
     write_files(files, now)
     hour = 3600.0
     store.ingest_environment(
-        "env.weather.lisbon", "It is raining in Lisbon.",
-        observed_at=now - 3 * hour, expires_at=now - 2 * hour,
-    )  # fmt: skip
+        "env.weather.lisbon",
+        "It is raining in Lisbon.",
+        observed_at=now - 3 * hour,
+        expires_at=now - 2 * hour,
+    )
     store.ingest_environment(
-        "env.office.door", "The office door is open.",
-        observed_at=now - hour, expires_at=now - 60,
-    )  # fmt: skip
+        "env.office.door",
+        "The office door is open.",
+        observed_at=now - hour,
+        expires_at=now - 60,
+    )
     store.ingest_environment(
         "env.battery", "The laptop battery is at 80%.", observed_at=now, expires_at=now + 6 * hour
     )
     # Observations that go stale over the next minute, so later passes have work too.
     for secs in (15, 35, 55):
         store.ingest_environment(
-            f"env.kettle.{secs}s", f"The kettle was heard {secs} seconds before it cooled.",
-            observed_at=now, expires_at=now + secs,
-        )  # fmt: skip
+            f"env.kettle.{secs}s",
+            f"The kettle was heard {secs} seconds before it cooled.",
+            observed_at=now,
+            expires_at=now + secs,
+        )
     store.ingest_fact(
-        "fact.user.city.v1", "user.city", "The user lives in Lisbon.",
-        source="user", provenance="peer", timestamp=now - 30 * 86400,
-    )  # fmt: skip
+        "fact.user.city.v1",
+        "user.city",
+        "The user lives in Lisbon.",
+        source="user",
+        provenance="peer",
+        timestamp=now - 30 * 86400,
+    )
     store.ingest_conclusion(
-        "concl.commute", "The user's commute to the Lisbon office takes 20 minutes.",
+        "concl.commute",
+        "The user's commute to the Lisbon office takes 20 minutes.",
         premises=["fact.user.city.v1"],
-    )  # fmt: skip
+    )
     store.ingest_fact(
-        "fact.user.city.v2", "user.city", "The user moved to Porto.",
-        source="user", provenance="peer", timestamp=now - 86400, supersedes="fact.user.city.v1",
-    )  # fmt: skip
+        "fact.user.city.v2",
+        "user.city",
+        "The user moved to Porto.",
+        source="user",
+        provenance="peer",
+        timestamp=now - 86400,
+        supersedes="fact.user.city.v1",
+    )
     store.ingest_fact(
-        "fact.user.coffee", "user.preferences", "The user drinks espresso, no sugar.",
-        source="user", provenance="peer", timestamp=now - 7 * 86400, pinned=True,
+        "fact.user.coffee",
+        "user.preferences",
+        "The user drinks espresso, no sugar.",
+        source="user",
+        provenance="peer",
+        timestamp=now - 7 * 86400,
+        pinned=True,
         tags=("preference",),
-    )  # fmt: skip
+    )
     return files

@@ -31,7 +31,7 @@ import redis
 
 from .errors import CarDreamError, ConfigError
 
-__all__ = ["STATE_FILE", "ensure_embedded", "read_url", "shutdown", "state", "stop"]
+__all__ = ["STATE_FILE", "ensure_embedded", "free_port", "read_url", "shutdown", "state", "stop"]
 
 STATE_FILE = "embedded.json"
 DB_FILE = "redis.db"
@@ -41,7 +41,8 @@ DB_FILE = "redis.db"
 _SERVERS: dict[Path, Any] = {}
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -124,7 +125,7 @@ def _start(data_dir: Path) -> str:
         str(data_dir / DB_FILE),
         password=password,
         serverconfig={
-            "port": str(_free_port()),
+            "port": str(free_port()),
             "bind": "127.0.0.1",
             "requirepass": password,
             "logfile": str(data_dir / "redis.log"),

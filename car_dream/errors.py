@@ -12,8 +12,10 @@ __all__ = [
     "PassCancelledError",
     "PassFailedError",
     "RedisFullError",
+    "RepairRefusedError",
     "SupersededNodeError",
     "UnknownNodeError",
+    "redis_full",
     "shown",
 ]
 
@@ -78,3 +80,7 @@ def redis_full(exc: BaseException) -> RedisFullError | None:
     """The :class:`RedisFullError` to raise for ``exc``, if Redis refused it as full
     (redis-py's ``OutOfMemoryError``, by the ``OOM`` error code of the reply)."""
     return RedisFullError() if isinstance(exc, OutOfMemoryError) else None
+
+
+class RepairRefusedError(CarDreamError):
+    """A repair was asked for while a pass holds the namespace lock."""

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
+from .batch import WriteBatch
 from .errors import CarDreamError, RedisFullError, shown
-from .writes import KINDS, WriteBatch, Writes
+from .writes import KINDS, Writes
 
 __all__ = ["Ingest", "ingest_line"]
 

@@ -2,7 +2,10 @@
 
 Its value is ``running:<token>`` while a pass runs and ``done:<token>`` for the rest
 of the window after a completed pass, so a trigger can tell "running" from
-"consolidated recently". Every change compares the token first.
+"consolidated recently". Every change compares the token first. This module owns that
+format: it builds and parses the value, here and in its scripts below; the fence of
+the destructive scripts (``lib.lua``) gets :data:`RUNNING` from here. The pause flag
+is set and cleared here too.
 """
 
 from __future__ import annotations
@@ -11,18 +14,119 @@ import contextlib
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from .keys import Keys
-from .scripts import Scripts
+from .registry import PerClient
 
-__all__ = ["Acquired", "LockState", "PassLock", "lock_state", "queue_lock_state", "request_cancel"]
+__all__ = [
+    "DONE",
+    "RUNNING",
+    "Acquired",
+    "LockState",
+    "PassLock",
+    "lock_state",
+    "pause",
+    "queue_lock_state",
+    "request_cancel",
+    "resume",
+]
 
 log = logging.getLogger(__name__)
 
 Outcome = Literal["acquired", "coalesced", "running", "paused"]
+
+RUNNING = "running:"  # + token: a pass holds the lock
+DONE = "done:"  # + token: that pass completed; the window stays closed until the TTL
+
+# The lock scripts, each after this prelude. held(v, prefix) is the token of a lock
+# value v of that state, or nil.
+_FORMAT = f"""
+local RUNNING, DONE = '{RUNNING}', '{DONE}'
+local function held(v, prefix)
+  if v and string.sub(v, 1, #prefix) == prefix then return string.sub(v, #prefix + 1) end
+  return nil
+end
+"""
+
+# KEYS: lock, paused. ARGV: token, ttl_secs, force (0/1), takeover|'', ignore_pause (0/1).
+ACQUIRE = (
+    _FORMAT
+    + r"""
+if ARGV[5] ~= '1' and redis.call('EXISTS', KEYS[2]) == 1 then
+  return {'paused', redis.call('PTTL', KEYS[1])}
+end
+local mine = RUNNING .. ARGV[1]
+if redis.call('SET', KEYS[1], mine, 'NX', 'EX', ARGV[2]) then return {'acquired', 0} end
+local v = redis.call('GET', KEYS[1])
+local done = held(v, DONE)
+if not v or (done and ((ARGV[4] ~= '' and done == ARGV[4]) or ARGV[3] == '1')) then
+  redis.call('SET', KEYS[1], mine, 'EX', ARGV[2])
+  return {'acquired', 0}
+end
+-- A plain trigger merges into the running or finished pass; only a forced one,
+-- which would have run, is told that a pass is running.
+if held(v, RUNNING) and ARGV[3] == '1' then return {'running', redis.call('PTTL', KEYS[1])} end
+return {'coalesced', redis.call('PTTL', KEYS[1])}
+"""
+)
+
+# KEYS: lock, cancel. ARGV: token, ttl_ms. 0 lost, 1 extended, 2 extended but cancelled.
+EXTEND = (
+    _FORMAT
+    + r"""
+if held(redis.call('GET', KEYS[1]), RUNNING) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[1] then return 2 end
+return 1
+"""
+)
+
+# KEYS: lock. ARGV: token, ttl_secs. Marks the window "consolidated recently".
+FINISH = (
+    _FORMAT
+    + r"""
+if held(redis.call('GET', KEYS[1]), RUNNING) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], DONE .. ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+)
+
+# KEYS: lock. ARGV: token. Deletes the lock only if this token holds it.
+RELEASE = (
+    _FORMAT
+    + r"""
+local v = redis.call('GET', KEYS[1])
+if held(v, RUNNING) == ARGV[1] or held(v, DONE) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+)
+
+# KEYS: lock, cancel. ARGV: ttl_secs. Asks the running pass to stop; returns its token.
+REQUEST_CANCEL = (
+    _FORMAT
+    + r"""
+local tok = held(redis.call('GET', KEYS[1]), RUNNING)
+if not tok then return false end
+redis.call('SET', KEYS[2], tok, 'EX', ARGV[1])
+return tok
+"""
+)
+
+
+class _Scripts(PerClient):
+    def __init__(self, client: Any) -> None:
+        self.acquire = client.register_script(ACQUIRE)
+        self.extend = client.register_script(EXTEND)
+        self.finish = client.register_script(FINISH)
+        self.release = client.register_script(RELEASE)
+        self.request_cancel = client.register_script(REQUEST_CANCEL)
 
 
 @dataclass(frozen=True)
@@ -51,14 +155,25 @@ class PassLock:
         self.keys = keys
         self.ttl = max(int(ttl), 1)
         self.token = token or secrets.token_hex(16)
-        self.scripts = Scripts.of(client)
+        self.scripts = _Scripts.of(client)
         self.lost = threading.Event()
         self.cancelled = threading.Event()
 
-    def acquire(self, *, force: bool = False, takeover: bool = False) -> Acquired:
+    def acquire(
+        self, *, force: bool = False, takeover: bool = False, ignore_pause: bool = False
+    ) -> Acquired:
+        """Take the lock. ``force`` also takes it over a "done" window; ``takeover`` over
+        this token's own "done" (a trailing pass); ``ignore_pause`` even while paused
+        (``check --repair``). Never beside a running pass."""
         outcome, pttl = self.scripts.acquire(
             keys=[self.keys.lock, self.keys.paused],
-            args=[self.token, self.ttl, int(force), self.token if takeover else ""],
+            args=[
+                self.token,
+                self.ttl,
+                int(force),
+                self.token if takeover else "",
+                int(ignore_pause),
+            ],
         )
         pttl = int(pttl)
         return Acquired(outcome.decode(), pttl / 1000 if pttl > 0 else None)
@@ -123,16 +238,27 @@ def queue_lock_state(pipe: Any, keys: Keys) -> Callable[[list[Any]], LockState]:
         value, pttl, paused = replies
         if value is None:
             return LockState("free", None, None, bool(paused))
-        state, _, token = value.decode().partition(":")
         ttl = int(pttl) / 1000 if int(pttl) > 0 else None
-        return LockState(
-            state if state in ("running", "done") else "running", token, ttl, bool(paused)
-        )  # type: ignore[arg-type]
+        text = value.decode()
+        if text.startswith(DONE):
+            return LockState("done", text.removeprefix(DONE), ttl, bool(paused))
+        # Held, by a pass or by a value of unknown form: nothing may run beside it.
+        return LockState("running", text.removeprefix(RUNNING), ttl, bool(paused))
 
     return read
 
 
 def request_cancel(client: Any, keys: Keys, ttl: int) -> str | None:
     """Ask the running pass to stop between batches; returns its token, or None."""
-    token = Scripts.of(client).request_cancel(keys=[keys.lock, keys.cancel], args=[max(ttl, 1)])
+    token = _Scripts.of(client).request_cancel(keys=[keys.lock, keys.cancel], args=[max(ttl, 1)])
     return token.decode() if token else None
+
+
+def pause(client: Any, keys: Keys) -> None:
+    """Skip every pass of the namespace (reason ``paused``) until :func:`resume`."""
+    client.set(keys.paused, repr(time.time()))
+
+
+def resume(client: Any, keys: Keys) -> bool:
+    """Let passes run again; False if the namespace was not paused."""
+    return bool(client.delete(keys.paused))

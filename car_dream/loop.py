@@ -54,9 +54,15 @@ def spawn_dream_loop(
         trailing = 0
         while not handle.cancel_event.is_set():
             report = run_pass(
-                store, config, trailing=trailing > 0, token=token, takeover=trailing > 0,
-                embedder=embedder, clock=clock, cancel_event=handle.cancel_event,
-            )  # fmt: skip
+                store,
+                config,
+                trailing=trailing > 0,
+                token=token,
+                takeover=trailing > 0,
+                embedder=embedder,
+                clock=clock,
+                cancel_event=handle.cancel_event,
+            )
             handle.reports.append(report)
             if report.status == "completed" and report.did_work and trailing < config.max_trailing:
                 trailing += 1

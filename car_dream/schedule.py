@@ -1,4 +1,5 @@
-"""The beat schedule, kept in Redis by RedBeat: create it once, show it, change it."""
+"""The beat schedule: the entry for any scheduler (:func:`beat_entry`), and the one RedBeat
+keeps in Redis: create it once, show it, change it."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from redbeat.decoder import RedBeatJSONEncoder
 from redbeat.schedulers import RedBeatSchedulerEntry, ensure_conf
 from redbeat.schedulers import get_redis as redbeat_redis
 
-from .celery_config import dream_config
+from .celery_config import dream_config, load_settings
 from .config import DreamConfig
 from .keys import DREAM_ENTRY_NAME
 from .tasks import DISPATCH_TASK_NAME, TASK_NAME
 
 __all__ = [
     "DISPATCH_ENTRY_NAME",
+    "beat_entry",
     "ensure_dream_task",
     "entry_name",
     "get_schedule",
@@ -64,14 +66,39 @@ def _name(config: DreamConfig) -> str:
     return DISPATCH_ENTRY_NAME if config.dispatch else entry_name(config.namespace)
 
 
+def _definition(config: DreamConfig, every_secs: int) -> dict[str, Any]:
+    return {
+        "task": DISPATCH_TASK_NAME if config.dispatch else TASK_NAME,
+        "schedule": timedelta(seconds=every_secs),
+        "kwargs": {} if config.dispatch else {"namespace": config.namespace},
+        # A trigger still queued an interval later is stale: the next one replaces it.
+        "options": {"expires": every_secs},
+    }
+
+
+def beat_entry(config: DreamConfig | None = None) -> dict[str, Any]:
+    """car-dream's entry for ``app.conf.beat_schedule`` (any beat scheduler): the pass
+    (or, with ``CAR_DREAM_DISPATCH``, the dispatch) every ``CAR_DREAM_INTERVAL_SECS``.
+
+    ``config`` defaults to the settings of the environment (or Django's ``CAR_DREAM``);
+    give the one given to :func:`car_dream.install`, if any. Beat never reads a result:
+    the entry asks for none (with the RPC backend they would pile up in beat's reply
+    queue); the report is in the report list, and in the task event Flower shows.
+    """
+    config = config or load_settings()
+    entry = _definition(config, config.interval_secs)
+    entry["options"]["ignore_result"] = True
+    return entry
+
+
 def _entry(celery_app: Celery, every_secs: int, config: DreamConfig) -> RedBeatSchedulerEntry:
+    definition = _definition(config, every_secs)
     return RedBeatSchedulerEntry(
         name=_name(config),
-        task=DISPATCH_TASK_NAME if config.dispatch else TASK_NAME,
-        schedule=every(timedelta(seconds=every_secs)),
-        kwargs={} if config.dispatch else {"namespace": config.namespace},
-        # A trigger still queued an interval later is stale: the next one replaces it.
-        options={"expires": every_secs},
+        task=definition["task"],
+        schedule=every(definition["schedule"]),
+        kwargs=definition["kwargs"],
+        options=definition["options"],
         app=celery_app,
     )
 
@@ -95,9 +122,14 @@ def ensure_dream_task(celery_app: Celery, *, warn: bool = True) -> bool:
     _remove_other(target, config)
     entry = _entry(target, config.interval_secs, config)
     definition = {
-        "name": entry.name, "task": entry.task, "args": entry.args, "kwargs": entry.kwargs,
-        "options": entry.options, "schedule": entry.schedule, "enabled": True,
-    }  # fmt: skip
+        "name": entry.name,
+        "task": entry.task,
+        "args": entry.args,
+        "kwargs": entry.kwargs,
+        "options": entry.options,
+        "schedule": entry.schedule,
+        "enabled": True,
+    }
     if client.hsetnx(entry.key, "definition", json.dumps(definition, cls=RedBeatJSONEncoder)):
         with client.pipeline() as pipe:
             pipe.hsetnx(entry.key, "meta", json.dumps({"last_run_at": None}))
@@ -110,8 +142,10 @@ def ensure_dream_task(celery_app: Celery, *, warn: bool = True) -> bool:
         log.warning(
             "car-dream: beat entry %r runs every %ss, not CAR_DREAM_INTERVAL_SECS=%s; "
             "change it with `car-dream schedule set --every ...`",
-            entry.name, current["every_secs"], config.interval_secs,
-        )  # fmt: skip
+            entry.name,
+            current["every_secs"],
+            config.interval_secs,
+        )
     return False
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from redis.exceptions import OutOfMemoryError
 
+from .batch import WriteBatch
 from .connection import connection_kwargs, database_of, is_cluster
 from .errors import ConfigError, RedisFullError
 from .keys import NAMESPACES_KEY, Keys, validate_node_id
@@ -22,7 +23,7 @@ from .node import KINDS, IndexSizes, Node, NodeKind, coverage, text
 from .report import ConsolidationReport
 from .scripts import Scripts
 from .totals import queue_shared, queue_totals
-from .writes import WriteBatch, WriteCall, Writes, check_reply, to_epoch
+from .writes import WriteCall, Writes, check_reply, to_epoch
 
 __all__ = [
     "KINDS",

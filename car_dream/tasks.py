@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from typing import Any
 
 from celery import Celery, Task
@@ -25,6 +26,9 @@ TASK_NAME = "car_dream.consolidate"
 DISPATCH_TASK_NAME = "car_dream.dispatch"
 
 log = logging.getLogger(__name__)
+
+_TASKS_ATTR = "_car_dream_tasks"  # the app's (consolidate, dispatch), once registered
+_register_guard = threading.Lock()
 
 
 def _consolidate(
@@ -49,24 +53,46 @@ def _consolidate(
     store = MemoryStore(get_redis(self.app), ns)
     token = lock_token or secrets.token_hex(16)
     report = run_pass(
-        store, config, force=bool(force), trailing=bool(trailing), token=token,
+        store,
+        config,
+        force=bool(force),
+        trailing=bool(trailing),
+        token=token,
         takeover=lock_token is not None,
-    )  # fmt: skip
+    )
     if report.status == "failed":
         raise PassFailedError(report.reason or "consolidation pass failed")
     if report.status == "completed" and report.did_work and int(depth) < config.max_trailing:
         # What agents wrote during this pass gets its own pass, under the same lock.
         try:
             self.apply_async(
-                kwargs={"namespace": ns, "trailing": True, "lock_token": token,
-                        "depth": int(depth) + 1},
-            )  # fmt: skip
+                kwargs={
+                    "namespace": ns,
+                    "trailing": True,
+                    "lock_token": token,
+                    "depth": int(depth) + 1,
+                },
+                ignore_result=True,  # nobody waits for it: its report is in the report list
+            )
         except Exception as exc:  # the pass itself succeeded; the next beat catches up
             log.warning("car-dream: could not enqueue the trailing pass: %s", exc)
     return report.model_dump(mode="json")
 
 
-class _PassTask(Task):  # type: ignore[misc]
+class _DreamTask(Task):  # type: ignore[misc]
+    """car-dream's options travel with its tasks, whatever app they are installed on:
+    JSON messages, and the queue ``CAR_DREAM_QUEUE`` when it is set (else the app's
+    default queue, where its workers already listen)."""
+
+    serializer = "json"
+
+    @property
+    def queue(self) -> str | None:  # read when the first message is sent
+        config = dream_config(self.app)
+        return config.queue if "queue" in config.model_fields_set else None
+
+
+class _PassTask(_DreamTask):
     """``consolidate``: a trigger expires an interval after it was sent, as beat's do."""
 
     def apply_async(  # type: ignore[override]
@@ -74,7 +100,8 @@ class _PassTask(Task):  # type: ignore[misc]
     ) -> Any:
         # A trigger still queued an interval later is stale (with no worker running they
         # would pile up); ``expires=None`` keeps one for good.
-        options.setdefault("expires", dream_config(self.app).interval_secs)
+        if "expires" not in options:
+            options["expires"] = dream_config(self.app).interval_secs
         return super().apply_async(args, kwargs, **options)
 
 
@@ -97,19 +124,21 @@ def _dispatch(self: Task, cursor: int = 0) -> dict[str, Any]:
     worker pages on while this one sends), then sends this page's passes. Every message
     is small, and every one expires after an interval: the next beat tick replaces it.
     A name SSCAN repeats (it may, while the set is rehashed) is coalesced by the lock.
+    Nobody waits for what it sends: no results (with the RPC backend they would pile up
+    in a reply queue of this worker that nobody reads).
     """
     config = dream_config(self.app)
     client = get_redis(self.app)
     nxt, members = client.sscan(NAMESPACES_KEY, cursor=int(cursor), count=config.dispatch_chunk)
     names = sorted({m.decode() if isinstance(m, bytes) else str(m) for m in members})
     valid = [n for n in names if NAMESPACE_RE.match(n)]
-    expires = config.interval_secs
     with self.app.producer_or_acquire() as producer:
+        options = {"expires": config.interval_secs, "producer": producer, "ignore_result": True}
         if int(nxt):
-            self.apply_async(kwargs={"cursor": int(nxt)}, expires=expires, producer=producer)
+            self.apply_async(kwargs={"cursor": int(nxt)}, **options)
         task = self.app.tasks[TASK_NAME]
         for ns in valid:
-            task.apply_async(kwargs={"namespace": ns}, expires=expires, producer=producer)
+            task.apply_async(kwargs={"namespace": ns}, **options)
     if len(valid) < len(names):
         log.warning(
             "car-dream: dispatch skipped %d invalid namespace names", len(names) - len(valid)
@@ -117,12 +146,17 @@ def _dispatch(self: Task, cursor: int = 0) -> dict[str, Any]:
     return {"cursor": int(cursor), "next_cursor": int(nxt), "dispatched": len(valid)}
 
 
-_DISPATCH_OPTIONS: dict[str, Any] = {"name": DISPATCH_TASK_NAME, "bind": True}
+_DISPATCH_OPTIONS: dict[str, Any] = {"name": DISPATCH_TASK_NAME, "base": _DreamTask, "bind": True}
 
 
 def register(celery_app: Celery) -> tuple[Any, Any]:
-    """Register ``car_dream.consolidate`` and ``car_dream.dispatch`` on ``celery_app``;
-    returns them. Lazily, as ``app.task`` does: the app is neither finalized nor
-    configured by this."""
-    dispatch = celery_app.task(**_DISPATCH_OPTIONS)(_dispatch)
-    return celery_app.task(**_OPTIONS)(_consolidate), dispatch
+    """Register ``car_dream.consolidate`` and ``car_dream.dispatch`` on ``celery_app``
+    (once: again, the same two); returns them. Lazily, as ``app.task`` does: the app is
+    neither finalized nor configured by this."""
+    with _register_guard:
+        tasks: tuple[Any, Any] | None = getattr(celery_app, _TASKS_ATTR, None)
+        if tasks is None:
+            dispatch = celery_app.task(**_DISPATCH_OPTIONS)(_dispatch)
+            tasks = (celery_app.task(**_OPTIONS)(_consolidate), dispatch)
+            setattr(celery_app, _TASKS_ATTR, tasks)
+    return tasks

@@ -1,31 +1,27 @@
-"""Trajectory records (car-memgine's JSONL): parsing, counting, a streaming reader.
+"""Trajectory records (car-memgine's JSONL): parsing and counting.
 
-Pure functions and a streaming reader; nothing here talks to Redis.
+Pure functions; the files are read by :mod:`car_dream.trajectory_reader`.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 __all__ = [
     "OUTCOMES",
-    "Batch",
     "Tally",
     "TrajectoryRecord",
+    "fast_counts",
     "parse_counts",
     "parse_line",
-    "read_batches",
     "reject_constant",
 ]
 
@@ -127,7 +123,7 @@ def parse_counts(raw: bytes) -> Counts:
     Records of the plain, common shape are checked by hand (no model built); anything
     else, and every error message, goes through :func:`parse_line`.
     """
-    fast = _fast_counts(raw)
+    fast = fast_counts(raw)
     if fast is not None:
         return fast
     record = parse_line(raw)
@@ -139,7 +135,7 @@ def parse_counts(raw: bytes) -> Counts:
     return record.source, record.outcome, counted
 
 
-def _fast_counts(raw: bytes) -> Counts | None:
+def fast_counts(raw: bytes) -> Counts | None:
     """The counts of a plain record, or None for anything :func:`parse_line` must judge."""
     if b"\\u" in raw:
         return None  # escapes may smuggle lone surrogates: the full check
@@ -154,12 +150,18 @@ def _fast_counts(raw: bytes) -> Counts | None:
         events, took = obj["events"], obj["duration_ms"]
         count, replans = obj["action_count"], obj["replan_attempts"]
         if (
-            type(source) is not str or type(outcome) is not str or outcome not in _OUTCOME_SET
-            or type(events) is not list or type(obj["proposal_id"]) is not str
-            or type(count) is not int or not -_INT64 <= count < _INT64
-            or type(replans) is not int or not -_INT64 <= replans < _INT64
-            or type(ts) is not str or not _RFC3339.match(ts)
-        ):  # fmt: skip
+            type(source) is not str
+            or type(outcome) is not str
+            or outcome not in _OUTCOME_SET
+            or type(events) is not list
+            or type(obj["proposal_id"]) is not str
+            or type(count) is not int
+            or not -_INT64 <= count < _INT64
+            or type(replans) is not int
+            or not -_INT64 <= replans < _INT64
+            or type(ts) is not str
+            or not _RFC3339.match(ts)
+        ):
             return None
         if type(took) is float:
             if took - took != 0.0:  # inf or nan
@@ -205,92 +207,3 @@ class Tally:
 
     def __bool__(self) -> bool:
         return bool(self.tools or self.sources)
-
-
-@dataclass
-class Batch:
-    """Records read from one file, and the offset to store once they are applied."""
-
-    file: str
-    end_offset: int
-    tally: Tally
-    records: int = 0
-    skipped: list[str] = field(default_factory=list)
-
-
-def read_batches(
-    directory: Path, offsets: Mapping[str, int], batch_size: int
-) -> Iterator[Batch | str]:
-    """Stream new complete lines of ``*.jsonl`` past each file's offset.
-
-    Yields batches of at most ``batch_size`` lines, and plain strings for warnings
-    about whole files. A line without its newline is left for the next pass: its
-    writer may be mid-write. Memory stays flat in the file size.
-    """
-    if not directory.is_dir():
-        yield f"trajectory dir {directory}: not a directory"
-        return
-    try:
-        files = sorted(p for p in directory.glob("*.jsonl") if p.is_file())
-    except OSError as exc:
-        yield f"trajectory dir {directory}: {exc}"
-        return
-    for path in files:
-        name = path.name
-        start = int(offsets.get(name, 0))
-        try:
-            size = path.stat().st_size
-            if size < start:
-                yield f"{name}: shorter than its watermark ({size} < {start}); read again from 0"
-                start = 0
-            if size == start:
-                continue
-            yield from _read_file(path, name, start, batch_size)
-        except OSError as exc:  # vanished or unreadable: try again next pass
-            yield f"{name}: {exc.strerror or exc}"
-
-
-def _read_file(path: Path, name: str, start: int, batch_size: int) -> Iterator[Batch]:
-    with path.open("rb") as fh:
-        fh.seek(start)
-        offset = start
-        while lines := list(itertools.islice(fh, batch_size)):
-            last = not lines[-1].endswith(b"\n")
-            if last:
-                lines.pop()  # its writer may be mid-write: left for the next pass
-                if not lines:
-                    return
-            batch = Batch(name, offset, Tally())
-            # Plain records only append here; the counts are made once per batch, in C.
-            outcomes: list[tuple[str, str]] = []
-            actions: list[tuple[str, str]] = []
-            for raw in lines:
-                at = offset
-                offset += len(raw)
-                counts = _fast_counts(raw)
-                if counts is None:
-                    if not raw.strip():
-                        continue
-                    try:
-                        counts = parse_counts(raw)
-                    except ValueError as exc:
-                        batch.skipped.append(f"{name} at byte {at}: {exc}")
-                        continue
-                outcomes.append((counts[0], counts[1]))
-                if counts[2]:
-                    actions += counts[2]
-            batch.records = len(outcomes)
-            batch.end_offset = offset
-            _tally_into(batch.tally.sources, outcomes)
-            _tally_into(batch.tally.tools, actions)
-            yield batch
-            if last:
-                return
-
-
-def _tally_into(into: dict[str, Counter[str]], pairs: list[tuple[str, str]]) -> None:
-    for (name, result), n in Counter(pairs).items():
-        c = into.get(name)
-        if c is None:
-            c = into[name] = Counter()
-        c[result] += n

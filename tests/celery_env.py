@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,10 +78,18 @@ class Processes:
         self.procs.append((proc, log))
         return log
 
-    def celery(self, name: str, args: list[str], env: dict[str, str]) -> Path:
-        return self.start(name, [*celery_bin(), "-A", "car_dream", *args], env)
+    def celery(
+        self, name: str, args: list[str], env: dict[str, str], app: str = "car_dream"
+    ) -> Path:
+        return self.start(name, [*celery_bin(), "-A", app, *args], env)
 
-    def worker(self, env: dict[str, str], name: str = "worker", concurrency: int = 2) -> Path:
+    def worker(
+        self,
+        env: dict[str, str],
+        name: str = "worker",
+        concurrency: int = 2,
+        app: str = "car_dream",
+    ) -> Path:
         log = self.celery(
             name,
             [
@@ -90,12 +101,19 @@ class Processes:
                 f"{name}-{os.getpid()}@%h",
             ],
             env,
+            app,
         )
         self.wait_log(log, " ready.", timeout=60)
         return log
 
-    def beat(self, env: dict[str, str], name: str = "beat") -> Path:
-        return self.celery(name, ["beat", "--loglevel", "INFO"], env)
+    def beat(
+        self,
+        env: dict[str, str],
+        name: str = "beat",
+        app: str = "car_dream",
+        extra: tuple[str, ...] = (),
+    ) -> Path:
+        return self.celery(name, ["beat", "--loglevel", "INFO", *extra], env, app)
 
     def wait_log(self, log: Path, text: str, timeout: float = 60) -> None:
         def seen() -> bool:
@@ -140,3 +158,34 @@ def procs_fixture(tmp_path: Path) -> Iterator[Processes]:
     yield p
     p.stop()
     p.dump()  # captured: pytest shows it only when the test failed
+
+
+# -- RabbitMQ as the broker ------------------------------------------------------------
+
+RABBIT = os.environ.get("CAR_DREAM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def _rabbit_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(name="rabbit_queue")
+def rabbit_queue_fixture() -> Iterator[str]:
+    """A queue name of the test's own on the RabbitMQ at RABBIT; deleted afterwards, with
+    the exchange of its name (Celery declares one for its default queue)."""
+    if not _rabbit_answers():
+        pytest.skip("RabbitMQ does not answer on 127.0.0.1:5672")
+    from kombu import Connection
+
+    queue = f"car-dream-test-{uuid.uuid4().hex[:10]}"
+    yield queue
+    with Connection(RABBIT) as conn:
+        channel = conn.channel()
+        with contextlib.suppress(Exception):
+            channel.queue_delete(queue)
+        with contextlib.suppress(Exception):
+            channel.exchange_delete(queue)

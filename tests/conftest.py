@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 import redis
 
 from car_dream.config import DreamConfig, load_config
+from car_dream.embedded import free_port
 from car_dream.keys import NAMESPACES_KEY
 from car_dream.store import MemoryStore
 
@@ -155,12 +155,6 @@ def digest(client: redis.Redis, prefix: str) -> str:
         for key, dumped in zip(chunk, pipe.execute(), strict=True):
             h.update(key + b"\0" + (dumped or b""))
     return h.hexdigest()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> Any:

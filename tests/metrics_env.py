@@ -48,9 +48,13 @@ def tool(name: str) -> str:
 def promtool(*args: str, stdin: bytes | None = None, cwd: Path | None = None) -> str:
     """Run ``promtool`` and return its output; a non-zero exit fails the test with it."""
     out = subprocess.run(
-        [tool("promtool"), *args], input=stdin, capture_output=True, timeout=60, cwd=cwd,
+        [tool("promtool"), *args],
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+        cwd=cwd,
         check=False,
-    )  # fmt: skip
+    )
     text = (out.stdout + out.stderr).decode(errors="replace")
     assert out.returncode == 0, text
     return text

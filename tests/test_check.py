@@ -14,12 +14,12 @@ import pytest
 from click.testing import CliRunner
 
 from car_dream import CheckReport, check_store
-from car_dream.check import RepairRefusedError
 from car_dream.cli import cli
 from car_dream.config import load_config
 from car_dream.consolidate import run_pass
+from car_dream.errors import RepairRefusedError
 from car_dream.keys import NAMESPACES_KEY
-from car_dream.lock import PassLock
+from car_dream.lock import PassLock, lock_state, pause
 from car_dream.store import MemoryStore
 
 
@@ -187,9 +187,24 @@ def test_repair_takes_a_finished_window_and_works_while_paused(store: MemoryStor
     induce_drift(store)
     done = PassLock(store.client, store.keys, 30)
     assert done.acquire().ok and done.finish()
-    store.client.set(store.keys.paused, "1")
+    pause(store.client, store.keys)
     assert check_store(store, repair=True).ok
     assert store.client.get(store.keys.lock) is None
+    induce_drift(store)  # and over a free lock, still paused
+    assert check_store(store, repair=True).ok
+    assert store.client.get(store.keys.lock) is None
+    assert lock_state(store.client, store.keys).paused  # the pause is the operator's
+
+
+def test_repair_refused_while_a_pass_runs_even_when_paused(store: MemoryStore) -> None:
+    populate(store)
+    induce_drift(store)
+    running = PassLock(store.client, store.keys, 30)
+    assert running.acquire().ok
+    pause(store.client, store.keys)
+    with pytest.raises(RepairRefusedError, match="a pass is running"):
+        check_store(store, repair=True)
+    assert store.client.get(store.keys.lock) == f"running:{running.token}".encode()
 
 
 def test_check_while_writers_write_sees_no_false_drift(store: MemoryStore) -> None:

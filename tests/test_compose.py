@@ -25,8 +25,14 @@ def compose() -> dict[str, Any]:
 
 def test_services(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == {
-        "redis", "worker", "beat", "flower", "exporter", "prometheus", "grafana"
-    }  # fmt: skip
+        "redis",
+        "worker",
+        "beat",
+        "flower",
+        "exporter",
+        "prometheus",
+        "grafana",
+    }
     commands = {n: " ".join(svc.get("command", [])) for n, svc in compose["services"].items()}
     assert "celery -A car_dream worker" in commands["worker"]
     assert "celery -A car_dream beat" in commands["beat"]

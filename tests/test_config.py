@@ -1,4 +1,5 @@
-"""Settings: defaults, CAR_DREAM_* variables, errors that name the variable, masking."""
+"""Settings: defaults, CAR_DREAM_* variables (and a mapping: Django's CAR_DREAM dict), errors
+that name the variable, masking."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from car_dream.config import DreamConfig, load_config, mask_url
+from car_dream.config import DreamConfig, load_config, load_config_from, mask_url
 from car_dream.errors import CarDreamError, ConfigError
 
 
@@ -204,3 +205,36 @@ def test_a_percent_encoded_at_is_fine() -> None:
     url = "redis://:pa%40ss-word@127.0.0.1:6379/0"
     assert load_config(redis_url=url).redis_url == url
     assert mask_url(url) == "redis://:***@127.0.0.1:6379/0"
+
+
+# -- settings from a mapping (Django's CAR_DREAM dict) ---------------------------------
+
+
+def test_the_dict_comes_first_and_the_environment_fills_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CAR_DREAM_NAMESPACE", "from-env")
+    monkeypatch.setenv("CAR_DREAM_INTERVAL_SECS", "999")
+    config = load_config_from(
+        {"REDIS_URL": "redis://h:1/2", "INTERVAL_SECS": 30, "queue": "dreams"}, "CAR_DREAM"
+    )
+    assert config.redis_url == "redis://h:1/2" and config.interval_secs == 30
+    assert config.namespace == "from-env" and config.queue == "dreams"
+
+
+def test_a_bad_value_in_the_dict_is_named_as_its_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match=r'CAR_DREAM\["INTERVAL_SECS"\]'):
+        load_config_from({"INTERVAL_SECS": 1}, "CAR_DREAM")
+    monkeypatch.setenv("CAR_DREAM_BATCH_SIZE", "0")
+    with pytest.raises(ConfigError, match=r"CAR_DREAM_BATCH_SIZE") as bad:
+        load_config_from({"INTERVAL_SECS": 10}, "CAR_DREAM")
+    assert '["INTERVAL_SECS"]' not in str(bad.value)
+    monkeypatch.delenv("CAR_DREAM_BATCH_SIZE")
+    with pytest.raises(ConfigError) as masked:
+        load_config_from({"REDIS_URL": "http://:s3cret@h/0"}, "CAR_DREAM")
+    assert 'CAR_DREAM["REDIS_URL"]' in str(masked.value) and "s3cret" not in str(masked.value)
+
+
+def test_a_key_that_is_no_setting_is_an_error_with_the_closest_name() -> None:
+    with pytest.raises(ConfigError, match=r'CAR_DREAM\["REDIS_ULR"\].*"REDIS_URL"'):
+        load_config_from({"REDIS_ULR": "redis://h/0"}, "CAR_DREAM")

@@ -15,10 +15,11 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from car_dream.check import VALID_UTF8, check_store
+from car_dream.check import check_store
 from car_dream.cli import cli
 from car_dream.config import DreamConfig
 from car_dream.consolidate import run_pass
+from car_dream.scripts import lua
 from car_dream.store import MemoryStore
 
 
@@ -87,7 +88,7 @@ def test_cli_check_suggests_repair_only_for_drift_it_can_fix(
 @pytest.fixture(scope="module")
 def valid_utf8(redis_url: str) -> Iterator[Any]:
     client = redis.Redis.from_url(redis_url)
-    yield client.register_script(VALID_UTF8 + "return valid_utf8(ARGV[1]) and 1 or 0")
+    yield client.register_script(lua("utf8") + "return valid_utf8(ARGV[1]) and 1 or 0")
     client.close()
 
 

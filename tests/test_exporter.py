@@ -155,8 +155,16 @@ def test_two_exporters_and_a_restart_never_count_twice_or_go_back(
     assert_matches(text, "twice", expected(reports))
     assert set(first_a) <= set(again_a)
     assert all(again_a[k] >= v for k, v in first_a.items())
-    assert len(reports) == 6 and again_a[("car_dream_passes_total", (
-        ("namespace", "twice"), ("status", "skipped"), ("trailing", "false")))] == 3  # fmt: skip
+    assert (
+        len(reports) == 6
+        and again_a[
+            (
+                "car_dream_passes_total",
+                (("namespace", "twice"), ("status", "skipped"), ("trailing", "false")),
+            )
+        ]
+        == 3
+    )
 
 
 def test_lock_state_while_a_pass_runs_and_while_paused(fake: fakeredis.FakeRedis) -> None:
@@ -254,9 +262,13 @@ def test_bad_settings_and_a_busy_port_are_clear_errors(
     env: dict[str, str], procs: Processes
 ) -> None:
     run: Any = lambda *args, **extra: subprocess.run(  # noqa: E731
-        [*CLI, "exporter", *args], env={**env, **extra}, capture_output=True, text=True,
-        timeout=60, check=False,
-    )  # fmt: skip
+        [*CLI, "exporter", *args],
+        env={**env, **extra},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     out = run(CAR_DREAM_METRICS_MAX_NAMESPACES="0")
     assert out.returncode == 2 and "CAR_DREAM_METRICS_MAX_NAMESPACES" in out.stderr
     busy = start_exporter(procs, env)

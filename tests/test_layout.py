@@ -1,4 +1,4 @@
-"""The package's shape: no import cycles (lazy imports included)."""
+"""The package's shape: no import cycles (lazy imports included), small modules."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import car_dream
 
 PACKAGE = Path(car_dream.__file__).parent
+MAX_LINES = 300
 
 
 def module_name(path: Path) -> str:
@@ -82,3 +83,12 @@ def test_the_cycle_check_sees_lazy_imports(tmp_path: Path) -> None:
         assert imports_of(sample) == {"car_dream.y"}
     finally:
         PACKAGE = saved
+
+
+def test_every_module_reads_in_one_sitting() -> None:
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
+    assert not long, f"modules over {MAX_LINES} lines: {long}"

@@ -16,7 +16,7 @@ import pytest
 from car_dream.config import DreamConfig, load_config
 from car_dream.consolidate import run_pass
 from car_dream.embedder import HashingEmbedder
-from car_dream.lock import PassLock, lock_state, request_cancel
+from car_dream.lock import PassLock, lock_state, pause, request_cancel, resume
 from car_dream.store import MemoryStore
 
 from .conftest import stop_process, wait_for
@@ -85,10 +85,12 @@ def test_trailing_pass_takes_over_by_token(store: MemoryStore, config: DreamConf
 
 
 def test_paused_namespace_skips(store: MemoryStore, config: DreamConfig) -> None:
-    store.client.set(store.keys.paused, "1")
+    pause(store.client, store.keys)
+    assert lock_state(store.client, store.keys).paused
     report = run_pass(store, config, force=True)
     assert (report.status, report.reason) == ("skipped", "paused")
-    store.client.delete(store.keys.paused)
+    assert resume(store.client, store.keys) is True
+    assert resume(store.client, store.keys) is False  # was not paused any more
     assert run_pass(store, config).status == "completed"
 
 

@@ -49,11 +49,15 @@ class Prometheus:
         path.write_text(yaml.safe_dump(config))
         procs.start(
             "prometheus",
-            [tool("prometheus"), f"--config.file={path}",
-             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            [
+                tool("prometheus"),
+                f"--config.file={path}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
             {"PATH": "/usr/bin:/bin"},
-        )  # fmt: skip
+        )
         self.base = f"http://127.0.0.1:{port}"
 
         def ready() -> bool:
@@ -89,9 +93,7 @@ def seen(prom: Prometheus, ns: str) -> dict[str, Any]:
     h = "car_dream_pass_duration_seconds"
 
     def by(expr: str, *keys: str) -> dict[Any, float]:
-        return {
-            tuple(dict(k)[x] for x in keys): v for k, v in prom.query(expr).items() if v
-        }  # fmt: skip
+        return {tuple(dict(k)[x] for x in keys): v for k, v in prom.query(expr).items() if v}
 
     return {
         "passes": by(f"car_dream_passes_total{sel}", "status", "trailing"),
@@ -118,9 +120,12 @@ def said(e: Expected) -> dict[str, Any]:
 
 
 def test_prometheus_scrapes_what_the_reports_say(
-    db: redis.Redis, redis_url: str, procs: Processes, tmp_path: Path,
+    db: redis.Redis,
+    redis_url: str,
+    procs: Processes,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     settings = {"interval_secs": 60, "max_trailing": 1}
     store = MemoryStore(db, "default")
     now = time.time()

@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
 import shutil
 import socket
@@ -37,13 +35,20 @@ from car_dream.metrics import read_snapshot
 from car_dream.store import MemoryStore
 from car_dream.tasks import DISPATCH_TASK_NAME, TASK_NAME
 
-from .celery_env import Processes, fresh_app, process_env, procs_fixture  # noqa: F401
-from .conftest import stop_process, wait_for
+from .celery_env import (  # noqa: F401
+    RABBIT,
+    Processes,
+    fresh_app,
+    process_env,
+    procs_fixture,
+    rabbit_queue_fixture,
+)
+from .conftest import wait_for
 from .metrics_env import promtool
+from .servers import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-RABBIT = os.environ.get("CAR_DREAM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
@@ -156,30 +161,6 @@ def test_dispatch_setting_picks_the_beat_entry(
 # -- RabbitMQ as the broker ------------------------------------------------------------
 
 
-def _rabbit_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def rabbit_queue() -> Iterator[str]:
-    if not _rabbit_answers():
-        pytest.skip("RabbitMQ does not answer on 127.0.0.1:5672")
-    from kombu import Connection
-
-    queue = f"car-dream-test-{uuid.uuid4().hex[:10]}"
-    yield queue
-    with Connection(RABBIT) as conn:
-        channel = conn.channel()
-        with contextlib.suppress(Exception):
-            channel.queue_delete(queue)
-        with contextlib.suppress(Exception):
-            channel.exchange_delete(queue)
-
-
 def test_rabbitmq_broker_with_a_real_worker(
     rabbit_queue: str,
     db: redis.Redis,
@@ -215,45 +196,25 @@ def test_rabbitmq_broker_with_a_real_worker(
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    exe = shutil.which("redis-server")
     cli = shutil.which("redis-cli")
-    if not exe or not cli:
-        pytest.skip("redis-server and redis-cli are needed to start a cluster")
+    if not cli:
+        pytest.skip("redis-cli is needed to create a cluster")
     from redis.cluster import RedisCluster
 
     base = tmp_path_factory.mktemp("cluster")
     ports = _cluster_ports(3)
-    nodes: list[subprocess.Popen[bytes]] = []
+    nodes = [
+        RedisServer(
+            base / str(port),
+            ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
+            port=port,
+            persist=False,
+        )
+        for port in ports
+    ]
     try:
-        for port in ports:
-            d = base / str(port)
-            d.mkdir()
-            nodes.append(
-                subprocess.Popen(
-                    [
-                        exe,
-                        "--port",
-                        str(port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--dir",
-                        str(d),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
-        for port in ports:
-            wait_for(lambda p=port: _pings(p), timeout=20)
+        for node in nodes:
+            node.start()
         subprocess.run(
             [
                 cli,
@@ -273,8 +234,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield client
         client.close()
     finally:
-        for proc in nodes:
-            stop_process(proc)
+        for node in nodes:
+            node.stop()
 
 
 def _cluster_ports(n: int) -> list[int]:
@@ -295,13 +256,6 @@ def _bindable(port: int) -> bool:
             return True
         except OSError:
             return False
-
-
-def _pings(port: int) -> bool:
-    try:
-        return bool(redis.Redis(port=port, socket_timeout=1).ping())
-    except redis.RedisError:
-        return False
 
 
 def _cluster_ok(port: int) -> bool:

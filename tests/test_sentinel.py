@@ -22,7 +22,8 @@ from car_dream.tasks import TASK_NAME
 
 from .celery_env import Processes, fresh_app, process_env, procs_fixture  # noqa: F401
 from .conftest import wait_for
-from .servers import SentinelGroup, make_pki
+from .sentinels import SentinelGroup
+from .servers import make_pki
 
 PASSWORD = "srv-" + secrets.token_hex(8)
 SENTINEL_PASSWORD = "snt-" + secrets.token_hex(8)

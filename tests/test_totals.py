@@ -41,25 +41,45 @@ def varied(namespace: str = "unit") -> list[ConsolidationReport]:
     for i, ms in enumerate(durations):
         out.append(
             report(
-                i, namespace, status="completed", trailing=i % 3 == 0, duration_ms=ms,
-                expired_pruned=i, superseded_gc=2 * i, nodes_embedded=3, conclusions_invalidated=1,
-                trajectory_insights=i % 2, model_insights=1, skipped_records=i % 4,
+                i,
+                namespace,
+                status="completed",
+                trailing=i % 3 == 0,
+                duration_ms=ms,
+                expired_pruned=i,
+                superseded_gc=2 * i,
+                nodes_embedded=3,
+                conclusions_invalidated=1,
+                trajectory_insights=i % 2,
+                model_insights=1,
+                skipped_records=i % 4,
                 step_ms={"prune": ms / 2, "embed": ms / 4, "Not A Label": 1.0},
             )
-        )  # fmt: skip
+        )
     for j, (status, reason) in enumerate(
-        [("skipped", "coalesced"), ("skipped", "running"), ("skipped", "paused"),
-         ("skipped", "coalesced"), ("failed", "RuntimeError: boom"), ("lost_lock", "lost"),
-         ("cancelled", "asked")]
-    ):  # fmt: skip
+        [
+            ("skipped", "coalesced"),
+            ("skipped", "running"),
+            ("skipped", "paused"),
+            ("skipped", "coalesced"),
+            ("failed", "RuntimeError: boom"),
+            ("lost_lock", "lost"),
+            ("cancelled", "asked"),
+        ]
+    ):
         ran = status != "skipped"
         out.append(
             report(
-                100 + j, namespace, status=status, reason=reason, trailing=j == 5,
-                duration_ms=7.0 if ran else 0.3, expired_pruned=1 if ran else 0,
+                100 + j,
+                namespace,
+                status=status,
+                reason=reason,
+                trailing=j == 5,
+                duration_ms=7.0 if ran else 0.3,
+                expired_pruned=1 if ran else 0,
                 step_ms={"prune": 2.0} if ran else {},
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -114,8 +134,11 @@ def test_stamps_and_recency(fake: fakeredis.FakeRedis) -> None:
         ("b", (T0 + timedelta(seconds=11)).timestamp()),
     ]
     # All namespaces together: the sum.
-    assert totals(fake, METRICS_TOTALS_KEY).passes == {("completed", "0"): 2, ("failed", "0"): 1,
-                                                      ("skipped", "0"): 1}  # fmt: skip
+    assert totals(fake, METRICS_TOTALS_KEY).passes == {
+        ("completed", "0"): 2,
+        ("failed", "0"): 1,
+        ("skipped", "0"): 1,
+    }
 
 
 def test_a_pass_adds_its_own_report(fake_store: MemoryStore, config: DreamConfig) -> None:

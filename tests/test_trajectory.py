@@ -15,12 +15,11 @@ from car_dream.insights import slot_id, source_insight, tool_insight
 from car_dream.keys import validate_node_id
 from car_dream.trajectory import (
     OUTCOMES,
-    Batch,
     Tally,
     TrajectoryRecord,
     parse_line,
-    read_batches,
 )
+from car_dream.trajectory_reader import Batch, read_batches
 
 
 def record(**overrides: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..insights import slot_id, source_insight, tool_insight
 from ..pipeline import PassContext
-from ..trajectory import Batch, read_batches
+from ..trajectory_reader import Batch, read_batches
 
 # Running counts kept in memory during a pass (tools plus sources).
 COUNTS_CACHED = 10_000

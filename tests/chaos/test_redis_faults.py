@@ -23,7 +23,7 @@ from car_dream.tasks import TASK_NAME
 
 from ..celery_env import FAST_WORKER, fresh_app, process_env, start_up_failure
 from ..conftest import FAKETIME_ENV, celery_bin, faketime
-from ..servers import SentinelGroup
+from ..sentinels import SentinelGroup
 from .acked import AckedWriters
 from .conftest import (
     ChaosProcesses,

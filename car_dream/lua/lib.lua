@@ -1,0 +1,134 @@
+-- Shared helpers, prepended by scripts.py to the scripts that need them, after a
+-- generated prelude: K (key suffixes, from keys.py), KINDS (node kinds, from writes.py)
+-- and RUNNING (the lock's value prefix while a pass runs, from lock.py).
+-- ARGV[1] of every such script is the namespace key prefix.
+-- Each script call runs these definitions again: every closure and table here costs
+-- each write, so helpers only some scripts need live in write.lua and check.lua.
+local P = ARGV[1]
+local unpack = unpack or table.unpack
+local function nk(id) return P .. K.node .. id end
+
+local NONE = {}  -- an empty list, never added to
+
+local function fence(lock_key, token)
+  if redis.call('GET', lock_key) ~= RUNNING .. token then return 'lost' end
+  if redis.call('GET', P .. K.cancel) == token then return 'cancelled' end
+  return nil
+end
+
+-- The index rule, in one place: the indexes node `f` belongs in. `f` holds the node's
+-- fields by name (false when absent; `premises` decoded, `emb` the byte length of its
+-- vector); false or nil: no node. `model` is the namespace's embedding model (false:
+-- none chosen yet), `now` the score of a supersession whose time is not recorded.
+--   kind        the kind set it is in; false for no node or a malformed one (no known
+--               kind, or no content), which belongs in no index
+--   expiry      its score in the expiry index: a live, unpinned environment node that
+--               expires is pruned at its expires_at; else false
+--   gc          its score in the collectable index: superseded and unpinned, it is
+--               collected, oldest supersession first; else false
+--   unembedded  true when it has no vector for the current model
+--   invalidate  true for a live conclusion with a premise gone or superseded; nil
+--               (either) for another conclusion, which the pass pops and keeps
+--   premises    its premises that exist: it is in the dependents set of each
+--   lost        how many of its premises no longer exist
+-- Reads the premises' nodes, nothing else.
+local function node_indexes(f, model, now)
+  local known = false
+  for i = 1, #KINDS do known = known or (f and f.kind == KINDS[i]) end
+  if not (known and f.content) then
+    return {kind = false, expiry = false, gc = false, unembedded = false,
+      invalidate = false, premises = NONE, lost = 0}
+  end
+  local live, pinned = not f.superseded_by, f.pinned == '1'
+  local want = {kind = f.kind, premises = NONE, lost = 0, invalidate = false,
+    expiry = f.kind == 'environment' and live and not pinned and f.expires_at or false,
+    gc = not live and not pinned and (f.superseded_at or now) or false,
+    unembedded = not (f.emb > 0 and f.emb_model and ((not model) or f.emb_model == model))}
+  if f.kind == 'conclusion' then
+    local stale = false
+    want.premises = {}
+    for _, q in ipairs(f.premises or NONE) do
+      local s = redis.call('HMGET', nk(q), 'kind', 'superseded_by')
+      if s[1] then want.premises[#want.premises + 1] = q else want.lost = want.lost + 1 end
+      if s[2] or not s[1] then stale = true end
+    end
+    want.invalidate = (stale and live) or nil
+  end
+  return want
+end
+
+-- Puts node `id` in the indexes `want` (as from node_indexes) names and takes it out of
+-- the others it `may` be in (`may.kind`: true or the one kind set; `may.premises`: the
+-- premises whose dependents sets it may be in). A field of `want` that is nil is left
+-- as it stands. Adds are idempotent and always sent; a removal only where `may` allows,
+-- so a write sends no command for an index it cannot be in.
+local function place(id, want, may)
+  local kind, was = want.kind, may.kind
+  if kind then redis.call('SADD', P .. K.kind .. kind, id) end
+  if kind ~= nil and was == true then
+    for i = 1, #KINDS do
+      if KINDS[i] ~= kind then redis.call('SREM', P .. K.kind .. KINDS[i], id) end
+    end
+  elseif kind ~= nil and was and was ~= kind then
+    redis.call('SREM', P .. K.kind .. was, id)
+  end
+  local expiry, gc, unembedded, invalidate = want.expiry, want.gc, want.unembedded, want.invalidate
+  if expiry then redis.call('ZADD', P .. K.expiry, expiry, id)
+  elseif expiry == false and may.expiry then redis.call('ZREM', P .. K.expiry, id) end
+  -- NX: a node already collectable keeps its place in the queue.
+  if gc then redis.call('ZADD', P .. K.gc, 'NX', gc, id)
+  elseif gc == false and may.gc then redis.call('ZREM', P .. K.gc, id) end
+  if unembedded then redis.call('SADD', P .. K.unembedded, id)
+  elseif unembedded == false and may.unembedded then redis.call('SREM', P .. K.unembedded, id) end
+  if invalidate then redis.call('SADD', P .. K.invalidate, id)
+  elseif invalidate == false and may.invalidate then redis.call('SREM', P .. K.invalidate, id) end
+  local premises, old = want.premises, may.premises
+  if premises then
+    for i = 1, #premises do redis.call('SADD', P .. K.deps .. premises[i], id) end
+    if old and #old > 0 then
+      local keep = #premises > 0 and {} or NONE
+      for i = 1, #premises do keep[premises[i]] = true end
+      for i = 1, #old do
+        if not keep[old[i]] then redis.call('SREM', P .. K.deps .. old[i], id) end
+      end
+    end
+  end
+end
+
+local function queue_dependents(id)
+  local deps = redis.call('SMEMBERS', P .. K.deps .. id)
+  for _, c in ipairs(deps) do redis.call('SADD', P .. K.invalidate, c) end
+end
+
+-- Marks live node `id` superseded by `by` ('' when invalidated). Of its indexes only
+-- expiry and gc depend on that, so only they are placed (it was live, so it is not
+-- collectable yet); callers know the node exists, so its content is not read.
+local function mark_superseded(id, by, now)
+  local cur = redis.call('HMGET', nk(id), 'kind', 'pinned')
+  redis.call('HSET', nk(id), 'superseded_by', by, 'superseded_at', now)
+  local want = node_indexes({kind = cur[1], content = true, pinned = cur[2],
+    superseded_by = by, superseded_at = now, emb = 0}, false, now)
+  want.kind, want.unembedded, want.invalidate, want.premises = nil, nil, nil, nil
+  place(id, want, {expiry = true})
+  queue_dependents(id)
+end
+
+-- Built on first use, once per script call (a pass removes many nodes in one): the
+-- indexes of no node, and where a removed node may be (its kind and premises are set
+-- per node).
+local NOWHERE, GONE = nil, nil
+
+local function remove_node(id)
+  local k = nk(id)
+  local f = redis.call('HMGET', k, 'kind', 'premises', 'emb_model')
+  if not f[1] then return 0 end
+  queue_dependents(id)
+  redis.call('DEL', P .. K.deps .. id)
+  redis.call('UNLINK', k)
+  NOWHERE = NOWHERE or node_indexes(false)
+  GONE = GONE or {expiry = true, gc = true, unembedded = true, invalidate = true}
+  GONE.kind, GONE.premises = f[1], f[2] and cjson.decode(f[2])
+  place(id, NOWHERE, GONE)
+  if f[3] then redis.call('HINCRBY', P .. K.meta, 'emb_version', 1) end
+  return 1
+end

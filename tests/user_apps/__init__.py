@@ -1,0 +1,2 @@
+"""Celery apps as their owners write them, car-dream installed: ``celery -A tests.user_apps.X``
+(the tests put the repository on PYTHONPATH)."""
