@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from redis.exceptions import OutOfMemoryError
+
 from .connection import is_cluster
-from .errors import CarDreamError
+from .errors import CarDreamError, RedisFullError, redis_full
 from .keys import Keys
 from .scripts import Scripts
 from .writes import WriteCall, Writes, check_reply
@@ -38,20 +40,24 @@ class WriteBatch(Writes[None]):
 
     def execute(self) -> list[bool | CarDreamError]:
         """Send what is queued; per write, in order: True if new, False if rewritten, or
-        the error it was refused with. The batch is empty afterwards."""
+        the error it was refused with (:class:`RedisFullError` when Redis is full). The
+        batch is empty afterwards."""
         queued, self._queued = self._queued, []
         if not queued:
             return []
         client, ingest = self.client, Scripts.of(self.client).ingest
         if is_cluster(client):
-            replies = [ingest(keys=keys, args=args) for _, keys, args in queued]
+            replies = [_refused_if_full(ingest, keys, args) for _, keys, args in queued]
         else:
             pipe = client.pipeline(transaction=False)
             for _, keys, args in queued:
                 ingest(keys=keys, args=args, client=pipe)
-            replies = pipe.execute()
+            replies = pipe.execute(raise_on_error=False)
         out: list[bool | CarDreamError] = []
         for (node_id, _, _), reply in zip(queued, replies, strict=True):
+            if isinstance(reply, Exception):  # each write is refused whole, or applied
+                out.append(_full_or_raise(reply))
+                continue
             try:
                 out.append(check_reply(node_id, reply))
             except CarDreamError as exc:
@@ -59,3 +65,18 @@ class WriteBatch(Writes[None]):
         if any(isinstance(r, bool) for r in out):  # something was written
             self._on_written()
         return out
+
+
+def _full_or_raise(exc: Exception) -> RedisFullError:
+    """A write Redis refused as full is that write's result; any other error is raised."""
+    full = redis_full(exc)
+    if full is None:
+        raise exc
+    return full
+
+
+def _refused_if_full(ingest: Any, keys: list[str], args: list[Any]) -> Any:
+    try:
+        return ingest(keys=keys, args=args)
+    except OutOfMemoryError as exc:
+        return exc

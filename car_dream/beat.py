@@ -58,7 +58,8 @@ class DreamScheduler(RedBeatScheduler):  # type: ignore[misc]
 
     def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
         if is_own(app):  # car-dream's settings, and its Redis's credentials, checked first
-            preflight(app)
+            # Beat writes no memory: an evicting memory Redis is the worker's to refuse.
+            preflight(app, refuse_eviction=False)
         super().__init__(app, *args, **kwargs)
 
     def setup_schedule(self) -> None:

@@ -17,7 +17,9 @@ from .config import DreamConfig, load_config, load_config_from, mask_url
 from .connection import celery_url, check_credentials, memory_client, tls_options
 from .django_settings import SETTING, django_settings
 from .errors import ConfigError
+from .eviction import check_eviction_at
 from .keys import REDBEAT_PREFIX
+from .sentinel import is_sentinel, parse_sentinel
 
 __all__ = [
     "beat_max_loop_interval",
@@ -30,6 +32,7 @@ __all__ = [
     "preflight",
     "redis_url",
     "resolve_redis_url",
+    "sentinel_settings",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,6 +96,31 @@ def celery_settings(config: DreamConfig, url: str) -> dict[str, Any]:
     broker_tls = tls_options(broker)
     if broker_tls:
         settings["broker_use_ssl"] = broker_tls
+    settings.update(sentinel_settings(broker, url))
+    return settings
+
+
+def sentinel_settings(broker: str, url: str) -> dict[str, Any]:
+    """What kombu (the broker), Celery's result backend and RedBeat need beyond the URL
+    when theirs is a ``redis+sentinel://`` one: the service name, the Sentinels'
+    credentials, TLS."""
+    settings: dict[str, Any] = {}
+    if is_sentinel(broker):
+        parsed = parse_sentinel(broker)
+        settings["broker_transport_options"] = parsed.transport_options()
+        if parsed.use_ssl():
+            settings["broker_use_ssl"] = parsed.use_ssl()
+    if is_sentinel(url):
+        parsed = parse_sentinel(url)
+        settings["result_backend_transport_options"] = parsed.transport_options()
+        # RedBeat asks the Sentinels of its options; its URL only has to say so (and is
+        # shown in beat's banner: one host, as kombu's URL parser reads one).
+        host, port = parsed.hosts[0]
+        settings["redbeat_redis_url"] = f"redis-sentinel://{host}:{port}/{parsed.service}"
+        settings["redbeat_redis_options"] = parsed.redbeat_options()
+        if parsed.use_ssl():
+            settings["redis_backend_use_ssl"] = parsed.use_ssl()
+            settings["redbeat_redis_use_ssl"] = parsed.use_ssl()
     return settings
 
 
@@ -169,11 +197,17 @@ def get_redis(celery_app: Celery) -> Any:
     return client
 
 
-def preflight(celery_app: Celery) -> None:
-    """Stop the process, naming the variable, if a setting is invalid or Redis refuses
-    the credentials."""
+def preflight(celery_app: Celery, *, refuse_eviction: bool = True) -> None:
+    """Stop the process, naming the variable, if a setting is invalid, Redis refuses the
+    credentials or (``refuse_eviction``: the worker) the memory's Redis may evict keys."""
     try:
-        check_credentials(_urls(celery_app))
+        urls = _urls(celery_app)
+        check_credentials(urls)
+        var = "CAR_DREAM_MEMORY_URL" if "CAR_DREAM_MEMORY_URL" in urls else "CAR_DREAM_REDIS_URL"
+        allow = dream_config(celery_app).allow_eviction
+        warning = check_eviction_at(var, urls[var], allow=allow, refuse=refuse_eviction)
+        if warning:
+            log.warning("car-dream: %s", warning)
     except ConfigError as exc:
         log.critical("car-dream: %s", exc)
         # SystemExit, not an Exception: Celery's signal dispatch would log and go on.

@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from .clock import ServerClock
 from .errors import RepairRefusedError
 from .keys import NAMESPACES_KEY, SUFFIX
 from .lock import PassLock
@@ -193,6 +194,7 @@ def _repair(store: MemoryStore, by_id: dict[str, list[str]], size: int, ttl: int
     lock = PassLock(store.client, store.keys, ttl, secrets.token_hex(16))
     _acquire(lock)
     script = store.scripts.reindex
+    now = repr(ServerClock(store.client, store.keys.lock)())  # a pass's clock, not ours
     done = 0
     try:
         with lock.keepalive():
@@ -206,7 +208,7 @@ def _repair(store: MemoryStore, by_id: dict[str, list[str]], size: int, ttl: int
                     args=[
                         store.keys.prefix,
                         lock.token,
-                        repr(time.time()),
+                        now,
                         size or "",
                         *ids[i : i + BATCH],
                     ],

@@ -37,7 +37,18 @@ class Env:
         # One round trip, so that a Redis that is away or refuses the password gets the
         # same one-line error from every command, the pass of run-once included.
         client.ping()
+        warning = self.eviction_warning(client)
+        if warning:
+            click.echo(f"car-dream: warning: {warning}", err=True)
         return client
+
+    def eviction_warning(self, client: Any) -> str | None:
+        """What to say if the memory's Redis may evict keys (the worker refuses it)."""
+        from .eviction import check_eviction
+
+        var = "CAR_DREAM_MEMORY_URL" if self.config.memory_url else "CAR_DREAM_REDIS_URL"
+        url = self.config.memory_url or self.url
+        return check_eviction(client, var, url, allow=self.config.allow_eviction, refuse=False)
 
     @cached_property
     def store(self) -> Any:

@@ -145,12 +145,21 @@ def cancel(env: Env) -> None:
 def check(env: Env, repair: bool, as_json: bool) -> None:
     """Verify the namespace's indexes and links; exit 1 while problems remain."""
     from .check import check_store
+    from .eviction import NOEVICTION, UNKNOWN, eviction_policy
 
     report = check_store(env.store, repair=repair)
+    # The Redis too: one that may evict loses memory however consistent it is now.
+    policy = eviction_policy(env.client)
+    evicts = policy not in (NOEVICTION, UNKNOWN) and not env.config.allow_eviction
     if as_json:
-        click.echo(report.model_dump_json(indent=2))
+        click.echo(
+            json.dumps({**report.model_dump(mode="json"), "maxmemory_policy": policy}, indent=2)
+        )
     else:
         click.echo(report.summary())
+        click.echo(
+            f"  maxmemory-policy: {policy}" + (" (evicts: see the warning)" if evicts else "")
+        )
         for name, count in report.problem_counts.items():
             click.echo(f"  {name}: {count}")
         for message in report.messages[:20]:
@@ -163,5 +172,5 @@ def check(env: Env, repair: bool, as_json: bool) -> None:
                 "rewrite them with an ingest call or delete them",
                 err=True,
             )
-    if not report.ok:
+    if not report.ok or evicts:
         sys.exit(1)

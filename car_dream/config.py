@@ -17,16 +17,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .embedder_spec import parse_embedder
 from .errors import ConfigError
 from .keys import validate_namespace
+from .sentinel import SCHEMES as SENTINEL_SCHEMES
+from .sentinel import parse_sentinel
 
 __all__ = ["DreamConfig", "load_config", "load_config_from", "mask_url", "unknown_settings"]
 
 ENV_PREFIX = "CAR_DREAM_"
 TEST_PREFIX = ENV_PREFIX + "TEST_"  # the test suite's own variables, no settings
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
 BROKER_SCHEMES = (*REDIS_SCHEMES, "amqp", "amqps", "pyamqp")
 MEMORY_SCHEMES = (*REDIS_SCHEMES, "redis+cluster", "rediss+cluster")
 HTTP_SCHEMES = ("http", "https")
 URL_FIELDS = ("redis_url", "broker_url", "memory_url", "embedder_url")
+SECRET_QUERY = re.compile(r"(\b\w*password)=[^&]*")
 QUEUE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}\Z")
 
 
@@ -34,6 +37,9 @@ def mask_url(url: str | None) -> str | None:
     """The URL with any password replaced by ``***``: safe for logs and reports."""
     if not url:
         return url
+    base, question, query = url.partition("?")
+    if "password=" in query:  # ?password= (redis-py), ?sentinel_password= (Sentinel)
+        url = base + question + SECRET_QUERY.sub(r"\1=***", query)
     parts = urlsplit(url)
     userinfo, at, host = parts.netloc.rpartition("@")
     if "@" in userinfo:  # an unencoded '@': where the user ends is anyone's guess
@@ -57,6 +63,8 @@ def _check_url(value: str | None, schemes: tuple[str, ...]) -> str | None:
             "the user name or password contains an unencoded '@': percent-encode it "
             "as %40, e.g. redis://:p%40ss@host:6379/0"
         )
+    if parts.scheme in SENTINEL_SCHEMES:
+        parse_sentinel(value)  # its ValueError says what is wrong
     return value
 
 
@@ -82,6 +90,9 @@ class DreamConfig(BaseSettings):
     queue: str = Field("celery", description="Celery queue of car-dream's tasks.")
     metrics_max_namespaces: int = Field(
         100, ge=1, le=10_000, description="Namespaces the exporter shows one by one."
+    )
+    allow_eviction: bool = Field(
+        False, description="Run on a Redis whose maxmemory-policy may evict (warned)."
     )
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".local/share/car-dream")
     embedder: str = Field(

@@ -14,6 +14,7 @@ from redis.cluster import RedisCluster
 
 from .config import mask_url
 from .errors import ConfigError
+from .sentinel import is_sentinel, parse_sentinel
 
 __all__ = [
     "RedisClient",
@@ -34,6 +35,8 @@ RedisClient: TypeAlias = "redis.Redis | RedisCluster"
 
 def celery_url(url: str) -> str:
     """``url`` as Celery and kombu spell it: they want ``redis+socket://`` for sockets."""
+    if is_sentinel(url):
+        return parse_sentinel(url).celery_url()
     parts = urlsplit(url)
     if parts.scheme != "unix":
         return url
@@ -63,12 +66,16 @@ def memory_client(url: str, **options: Any) -> Any:
     """A bytes-returning client for the memory and the locks.
 
     ``redis+cluster://`` / ``rediss+cluster://`` URLs give a ``RedisCluster`` client
-    (every key of a namespace shares one hash tag, so each script runs on one node).
+    (every key of a namespace shares one hash tag, so each script runs on one node);
+    ``redis+sentinel://`` / ``rediss+sentinel://`` a client of the primary the Sentinels
+    name (asked again after a fail-over), see :mod:`car_dream.sentinel`.
     """
+    kwargs: dict[str, Any] = {"decode_responses": False, "health_check_interval": 30, **options}
+    if is_sentinel(url):
+        return parse_sentinel(url).client(**kwargs)
     cluster = urlsplit(url).scheme.endswith("+cluster")
     if cluster:
         url = url.replace("+cluster", "", 1)
-    kwargs: dict[str, Any] = {"decode_responses": False, "health_check_interval": 30, **options}
     tls = tls_options(url)
     if tls:
         kwargs.update(tls)
@@ -86,6 +93,8 @@ def check_credentials(urls: Mapping[str, str]) -> None:
     stops start-up instead.
     """
     for var, url in urls.items():
+        if is_sentinel(url):
+            _check_sentinels(var, url)
         client = memory_client(url, socket_connect_timeout=5, socket_timeout=5)
         try:
             client.ping()
@@ -107,6 +116,27 @@ def check_credentials(urls: Mapping[str, str]) -> None:
             log.warning("car-dream: Redis at %s not reachable yet: %s", mask_url(url), exc)
         finally:
             client.close()
+
+
+def _check_sentinels(var: str, url: str) -> None:
+    """A Sentinel that refuses the Sentinel credentials stops start-up (redis-py would
+    report it as no primary found, as if the Sentinels were away)."""
+    parsed = parse_sentinel(url)
+    for host, port in parsed.hosts:
+        sentinel = redis.Redis(
+            host, port, **parsed.sentinel_kwargs(socket_connect_timeout=5, socket_timeout=5)
+        )
+        try:
+            sentinel.ping()
+        except redis.AuthenticationError as exc:
+            raise ConfigError(
+                f"{var}: the Sentinel at {host}:{port} refused the credentials ({exc}); "
+                "put them in the URL: ...?sentinel_password=...&sentinel_username=..."
+            ) from None
+        except (redis.ConnectionError, redis.TimeoutError):
+            continue  # one Sentinel away is what Sentinel is for
+        finally:
+            sentinel.close()
 
 
 def certificate_error(exc: BaseException) -> str | None:

@@ -13,9 +13,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .clock import ServerClock
 from .config import DreamConfig
 from .embedder import Embedder
 from .embedding_models import configured_embedder
@@ -41,7 +42,7 @@ def run_pass(
     token: str | None = None,
     takeover: bool = False,
     embedder: Embedder | None = None,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] | None = None,
     cancel_event: threading.Event | None = None,
     steps: Sequence[Step] = STEPS,
 ) -> ConsolidationReport:
@@ -50,25 +51,33 @@ def run_pass(
     ``force`` ignores the "consolidated recently" window but never a running pass;
     ``takeover`` lets a trailing pass take over the finished lock of ``token``.
     ``embedder`` defaults to the one ``CAR_DREAM_EMBEDDER`` names, loaded once per process.
+    ``clock`` (epoch seconds) is the Redis server's ``TIME`` unless a test gives one.
     """
     started = time.monotonic()
+    now: Callable[[], float] = clock or ServerClock(store.client, store.keys.lock)
+    try:
+        started_at, failure = now(), None
+    except Exception as exc:  # no Redis, so no pass: the time only dates the report
+        started_at, failure = time.time(), exc
     report = ConsolidationReport(
-        namespace=store.namespace, trailing=trailing, started_at=_utc(clock())
+        namespace=store.namespace, trailing=trailing, started_at=_utc(started_at)
     )
     try:  # before the lock: loading a model can take longer than a short lock's TTL
         embedder = configured_embedder(config) if embedder is None else embedder
     except Exception as exc:
         log.error("car-dream: no pass over %s: %s", store.namespace, failure_reason(exc))
-        return _finish(store, report, started, clock, "failed", failure_reason(exc))
+        return _finish(store, report, started, now, "failed", failure_reason(exc))
     lock = PassLock(store.client, store.keys, config.lock_ttl, token)
     try:
+        if failure is not None:
+            raise failure
         got = lock.acquire(force=force, takeover=takeover)
     except Exception as exc:
-        return _finish(store, report, started, clock, "failed", failure_reason(exc))
+        return _finish(store, report, started, now, "failed", failure_reason(exc))
     if not got.ok:
         report.lock_ttl_remaining = got.ttl_remaining
-        return _finish(store, report, started, clock, "skipped", got.outcome)
-    ctx = PassContext(store, config, lock, report, embedder, clock, cancel_event)
+        return _finish(store, report, started, now, "skipped", got.outcome)
+    ctx = PassContext(store, config, lock, report, embedder, now, cancel_event)
     status, reason = "completed", None
     try:
         with lock.keepalive(), pass_running():
@@ -84,7 +93,7 @@ def run_pass(
         log.exception("car-dream: pass over %s failed", store.namespace)
         status, reason = "failed", failure_reason(exc)
         _quietly(lock.release)  # if Redis is gone the TTL frees it instead
-    return _finish(store, report, started, clock, status, reason)
+    return _finish(store, report, started, now, status, reason)
 
 
 def _utc(ts: float) -> datetime:
@@ -108,8 +117,12 @@ def _finish(
 ) -> ConsolidationReport:
     report.status = status  # type: ignore[assignment]
     report.reason = reason
-    report.finished_at = _utc(clock())
-    report.duration_ms = round((time.monotonic() - started) * 1000, 3)
+    elapsed = time.monotonic() - started
+    try:
+        report.finished_at = _utc(clock())
+    except Exception:  # Redis went away: the start's reading plus the time it took
+        report.finished_at = report.started_at + timedelta(seconds=elapsed)
+    report.duration_ms = round(elapsed * 1000, 3)
     log_report(report)
     try:
         store.record_report(report)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from redis.exceptions import OutOfMemoryError
+
 __all__ = [
     "CarDreamError",
     "ConfigError",
@@ -10,9 +12,11 @@ __all__ = [
     "LockLostError",
     "PassCancelledError",
     "PassFailedError",
+    "RedisFullError",
     "RepairRefusedError",
     "SupersededNodeError",
     "UnknownNodeError",
+    "redis_full",
     "shown",
 ]
 
@@ -63,6 +67,24 @@ class PassCancelledError(CarDreamError):
 
 class PassFailedError(CarDreamError):
     """A consolidation pass failed; the message carries the report's reason."""
+
+
+class RedisFullError(CarDreamError):
+    """Redis is out of memory (``maxmemory`` reached, policy ``noeviction``) and refused
+    a write; nothing of that write (or batch) was written."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(
+            "out of memory: Redis is full (used memory above maxmemory) and refused the "
+            "write, so nothing of it was written; free memory or raise maxmemory"
+            + (f" ({detail})" if detail else "")
+        )
+
+
+def redis_full(exc: BaseException) -> RedisFullError | None:
+    """The :class:`RedisFullError` to raise for ``exc``, if Redis refused it as full
+    (redis-py's ``OutOfMemoryError``, by the ``OOM`` error code of the reply)."""
+    return RedisFullError() if isinstance(exc, OutOfMemoryError) else None
 
 
 class RepairRefusedError(CarDreamError):

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from .batch import WriteBatch
-from .errors import CarDreamError, shown
+from .errors import CarDreamError, RedisFullError, shown
 from .writes import KINDS, Writes
 
 __all__ = ["Ingest", "ingest_line"]
@@ -118,12 +118,18 @@ class Ingest:
 
     def flush(self) -> None:
         numbers, self._queued = self._queued, []
+        full: list[int] = []  # good lines Redis had no room for: not the line's fault
         try:
             for number, result in zip(numbers, self.batch.execute(), strict=True):
-                if isinstance(result, CarDreamError):
+                if isinstance(result, RedisFullError):
+                    full.append(number)
+                elif isinstance(result, CarDreamError):
                     self._errors.append((number, str(result)))
                 else:
                     self.good += 1
+            if full:  # the lines after them would be refused too: stop here
+                more = f" and {len(full) - 1} more of its batch" if len(full) > 1 else ""
+                raise RedisFullError(f"not written: line {full[0]}{more}")
         finally:  # lines refused before a Redis error are still told
             errors, self._errors = sorted(self._errors), []
             self.bad += len(errors)

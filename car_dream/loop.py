@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
 from collections.abc import Callable
 
 from .config import DreamConfig
@@ -44,7 +43,7 @@ def spawn_dream_loop(
     max_iterations: int | None = None,
     *,
     embedder: Embedder | None = None,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] | None = None,
 ) -> DreamHandle:
     """Start the loop in a daemon thread. A pass that did work is followed at once
     by up to ``max_trailing`` trailing passes, even past ``max_iterations``."""

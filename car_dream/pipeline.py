@@ -40,14 +40,15 @@ class Step(Protocol):
 
 @dataclass
 class PassContext:
-    """What the steps of one pass share: the store, the lock, the report and the clock."""
+    """What the steps of one pass share: the store, the lock, the report and the clock
+    (the Redis server's ``TIME``, read once per batch, unless a test gives one)."""
 
     store: MemoryStore
     config: DreamConfig
     lock: PassLock
     report: ConsolidationReport
     embedder: Embedder
-    clock: Callable[[], float] = time.time
+    clock: Callable[[], float]
     cancel_event: threading.Event | None = None
     _sizes: IndexSizes | None = field(default=None, repr=False)
 

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from .config import mask_url
+from .errors import redis_full
 
 __all__ = ["ConsolidationReport", "PassStatus", "failure_reason"]
 
@@ -61,5 +62,6 @@ class ConsolidationReport(BaseModel):
 def failure_reason(exc: BaseException) -> str:
     """``exc`` as a one-line reason for a report or a log, any URL's password masked
     (connection errors can quote the URL)."""
+    exc = redis_full(exc) or exc  # "out of memory: Redis is full ..." rather than Redis's words
     text = f"{exc.__class__.__name__}: {exc}"
     return " ".join(mask_url(w) or w if "://" in w else w for w in text.split(" "))

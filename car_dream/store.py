@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+from redis.exceptions import OutOfMemoryError
 
 from .batch import WriteBatch
 from .connection import connection_kwargs, database_of, is_cluster
-from .errors import ConfigError
+from .errors import ConfigError, RedisFullError
 from .keys import NAMESPACES_KEY, Keys, validate_node_id
 from .node import KINDS, IndexSizes, Node, NodeKind, coverage, text
 from .report import ConsolidationReport
@@ -67,7 +68,11 @@ class MemoryStore(Writes[bool]):
 
     def _write(self, call: WriteCall) -> bool:
         node_id, keys, args = call
-        created = check_reply(node_id, self.scripts.ingest(keys=keys, args=args))
+        try:
+            reply = self.scripts.ingest(keys=keys, args=args)
+        except OutOfMemoryError as exc:
+            raise RedisFullError() from exc
+        created = check_reply(node_id, reply)
         self.register()
         return created
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from celery import Celery
 
 from car_dream.app import create_app
+from car_dream.connection import memory_client
 from car_dream.keys import REDBEAT_PREFIX
 
 from .conftest import celery_bin, stop_process, wait_for
@@ -29,7 +29,7 @@ def _settings_env(settings: dict[str, Any]) -> dict[str, str]:
 
 
 def wipe_schedule(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)
+    client = memory_client(redis_url)  # any URL car-dream takes, Sentinel's too
     keys = list(client.scan_iter(match=f"{REDBEAT_PREFIX}:*", count=1000))
     if keys:
         client.delete(*keys)

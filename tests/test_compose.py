@@ -58,6 +58,12 @@ def test_secrets_come_from_the_environment(compose: dict[str, Any]) -> None:
     assert grafana["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
 
 
+def test_redis_keeps_an_append_only_file_and_never_evicts(compose: dict[str, Any]) -> None:
+    config = " ".join(compose["services"]["redis"]["command"])
+    for directive in ("appendonly yes", "appendfsync everysec", "maxmemory-policy noeviction"):
+        assert directive in config
+
+
 def mounts(service: dict[str, Any]) -> dict[str, Path]:
     """Container path -> file under the repository, of the service's bind mounts."""
     out = {}

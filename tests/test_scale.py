@@ -380,3 +380,16 @@ def test_cluster_batched_writes(cluster: Any) -> None:
     out = b.execute()
     assert out[:2] == [True, True] and isinstance(out[2], UnknownNodeError)
     assert store.count() == 2 and store.namespace in MemoryStore.namespaces(cluster)
+
+
+def test_cluster_eviction_policy_is_read_on_every_node(cluster: Any) -> None:
+    """One node that may evict is enough to refuse the cluster."""
+    from car_dream.eviction import eviction_policy
+
+    assert eviction_policy(cluster) == "noeviction"
+    node = cluster.get_nodes()[-1]
+    cluster.config_set("maxmemory-policy", "volatile-lru", target_nodes=node)
+    try:
+        assert eviction_policy(cluster) == "volatile-lru"
+    finally:
+        cluster.config_set("maxmemory-policy", "noeviction", target_nodes=node)

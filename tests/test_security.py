@@ -40,7 +40,7 @@ from .celery_env import (  # noqa: F401
     start_up_failure,
 )
 from .conftest import free_port, wait_for
-from .servers import RedisServer, redis_binary
+from .servers import RedisServer, make_pki, redis_binary
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -186,66 +186,13 @@ def test_pickle_task_message_is_refused_by_a_real_worker(
     Spy.clean(log.read_text(errors="replace"))
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[tuple[RedisServer, Path]]:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make a throwaway CA")
     if not _built_with_tls():
         pytest.skip(f"{redis_binary()} was built without TLS")
-    d = tmp_path / "pki"
-    d.mkdir()
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=car-dream test CA",
-        cwd=d,
-    )
-    _openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-        cwd=d,
-    )
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "1",
-        "-extfile",
-        "ext.cnf",
-        cwd=d,
-    )
+    d = make_pki(tmp_path / "pki")
     tls_port = free_port()
     server = RedisServer(
         tmp_path / "redis",

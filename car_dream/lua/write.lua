@@ -35,10 +35,12 @@ end
 -- value pairs that must include 'content'. An embedding survives a rewrite with the same content.
 -- Callers have checked the write (check_write) or write a new id: the node is live and
 -- keeps its kind, so it is in no other kind set and not in the collectable index.
+-- Its first write is one a full Redis refuses (HINCRBY): Redis checks maxmemory only at a
+-- script's first write, so a full Redis refuses the whole write, never lets it through.
 local function write_node(id, old, kind, now, sup, premises, pinned, expires_at, fields)
   local k = nk(id)
-  redis.call('DEL', k)
   local rev = redis.call('HINCRBY', P .. K.meta, 'rev', 1)
+  redis.call('DEL', k)
   local content = nil
   for i = 1, #fields, 2 do if fields[i] == 'content' then content = fields[i + 1] end end
   local n = #fields

@@ -6,7 +6,6 @@ and adds one row to the table ``make chaos`` prints at the end.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -24,6 +23,7 @@ from car_dream.store import MemoryStore
 from car_dream.tasks import TASK_NAME
 
 from ..celery_env import FAST_WORKER, Processes, fresh_app, process_env
+from ..conftest import digest
 from .conftest import (
     RedisServer,
     ReportTap,
@@ -63,23 +63,6 @@ def signal_group(proc: subprocess.Popen[Any], sig: int) -> None:
 
 def running(client: redis.Redis) -> bool:
     return (lock_value(client) or "").startswith("running:")
-
-
-def digest(client: redis.Redis, prefix: str) -> str:
-    """Everything of the namespace but its reports (and their totals) and lock, as one hash."""
-    skip = (b":reports", b":totals", b":lock", b":reports:live", b":cancel")
-    keys = sorted(
-        k for k in client.scan_iter(match=prefix + "*", count=5000) if not k.endswith(skip)
-    )
-    h = hashlib.sha256()
-    for i in range(0, len(keys), 1000):
-        chunk = keys[i : i + 1000]
-        pipe = client.pipeline(transaction=False)
-        for key in chunk:
-            pipe.dump(key)
-        for key, dumped in zip(chunk, pipe.execute(), strict=True):
-            h.update(key + b"\0" + (dumped or b""))
-    return h.hexdigest()
 
 
 def secs(t: float) -> str:
