@@ -79,6 +79,9 @@ class DreamConfig(BaseSettings):
     metrics_max_namespaces: int = Field(
         100, ge=1, le=10_000, description="Namespaces the exporter shows one by one."
     )
+    journal_retention_secs: int = Field(
+        30 * 86400, ge=60, description="How long the journal keeps what a pass removed."
+    )
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".local/share/car-dream")
 
     @field_validator("redis_url")

@@ -39,6 +39,8 @@ SUFFIX = {
     # Hash: insight subject (``tool:x``, ``source:y``, ``model:z``) -> current fact id.
     # Only the APPLY_INSIGHTS script reads and writes it.
     "insights": "insights",
+    # Stream of every node a pass removed or superseded, and every restore (journal.py).
+    "journal": "journal",
 }
 
 REDBEAT_PREFIX = "car-dream:redbeat"
@@ -126,6 +128,11 @@ class Keys:
         """Hash of namespace bookkeeping (embedding model, embedding version, the version
         of the profiles file last read)."""
         return self.prefix + SUFFIX["meta"]
+
+    @property
+    def journal(self) -> str:
+        """Stream: one entry per node a pass removed or superseded, and per restore."""
+        return self.prefix + SUFFIX["journal"]
 
     @property
     def lock(self) -> str:

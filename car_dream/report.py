@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from typing import Literal
 
@@ -9,9 +10,14 @@ from pydantic import BaseModel, Field
 
 from .config import mask_url
 
-__all__ = ["ConsolidationReport", "PassStatus", "failure_reason"]
+__all__ = ["ConsolidationReport", "PassStatus", "failure_reason", "new_pass_id"]
 
 PassStatus = Literal["completed", "skipped", "cancelled", "lost_lock", "failed"]
+
+
+def new_pass_id() -> str:
+    """The id a report and the journal entries of its pass share."""
+    return secrets.token_hex(6)
 
 
 class ConsolidationReport(BaseModel):
@@ -38,6 +44,8 @@ class ConsolidationReport(BaseModel):
     finished_at: datetime | None = None
     duration_ms: float = 0.0
     step_ms: dict[str, float] = Field(default_factory=dict)  # each step that ran, in order
+    # Every journal entry of this pass carries it (``car-dream journal --pass``).
+    pass_id: str = Field(default_factory=new_pass_id)
 
     @property
     def did_work(self) -> bool:

@@ -98,12 +98,37 @@ end
 local function queue_dependents(id)
   local deps = redis.call('SMEMBERS', P .. K.deps .. id)
   for _, c in ipairs(deps) do redis.call('SADD', P .. K.invalidate, c) end
+  return deps
+end
+
+-- The journal (journal.py reads it). A script that removes or supersedes nodes for a
+-- pass sets JOURNAL = {pass = id, step = name, keep = retention secs}; every removal
+-- and supersession below then adds one entry, in the same script as the change, with
+-- the node's fields as they were (not its vector) and its dependents. nil: no entry
+-- (an agent's own write superseding a node is no pass's doing).
+local JOURNAL = nil
+
+local function journal(id, reason, deps)
+  if not JOURNAL then return end
+  local raw = redis.call('HGETALL', nk(id))
+  local f = {}
+  for i = 1, #raw, 2 do
+    if raw[i] ~= 'emb' and raw[i] ~= 'emb_model' then f[raw[i]] = raw[i + 1] end
+  end
+  -- Trimmed on the server's clock (a pass's clock may be a test's), as the ids are.
+  local t = redis.call('TIME')
+  local minid = (tonumber(t[1]) - tonumber(JOURNAL.keep)) * 1000
+  redis.call('XADD', P .. K.journal, 'MINID', minid, '*', 'pass', JOURNAL.pass,
+    'step', JOURNAL.step, 'node', id, 'reason', reason, 'fields', cjson.encode(f),
+    'deps', cjson.encode(deps or NONE))
 end
 
 -- Marks live node `id` superseded by `by` ('' when invalidated). Of its indexes only
 -- expiry and gc depend on that, so only they are placed (it was live, so it is not
 -- collectable yet); callers know the node exists, so its content is not read.
-local function mark_superseded(id, by, now)
+-- `reason`: why, for the journal (a pass's supersession).
+local function mark_superseded(id, by, now, reason)
+  if reason then journal(id, reason) end
   local cur = redis.call('HMGET', nk(id), 'kind', 'pinned')
   redis.call('HSET', nk(id), 'superseded_by', by, 'superseded_at', now)
   local want = node_indexes({kind = cur[1], content = true, pinned = cur[2],
@@ -118,11 +143,12 @@ end
 -- per node).
 local NOWHERE, GONE = nil, nil
 
-local function remove_node(id)
+-- Removes node `id` (if there) and journals why: `reason`.
+local function remove_node(id, reason)
   local k = nk(id)
   local f = redis.call('HMGET', k, 'kind', 'premises', 'emb_model')
   if not f[1] then return 0 end
-  queue_dependents(id)
+  journal(id, reason, queue_dependents(id))
   redis.call('DEL', P .. K.deps .. id)
   redis.call('UNLINK', k)
   NOWHERE = NOWHERE or node_indexes(false)
