@@ -16,7 +16,7 @@ import redis
 from .cli_dev import dev
 from .cli_embedded import embedded
 from .cli_env import Env, pass_env
-from .cli_journal import journal
+from .cli_journal import journal, restore, undo
 from .cli_passes import cancel, check, reports, run_once, status, trigger
 from .cli_schedule import schedule
 from .config import mask_url
@@ -89,6 +89,8 @@ for command in (
     schedule,
     embedded,
     journal,
+    restore,
+    undo,
 ):
     cli.add_command(command)
 

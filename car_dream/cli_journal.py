@@ -1,18 +1,20 @@
-"""``car-dream journal``: what passes removed or superseded, and what was restored."""
+"""``car-dream journal|restore|undo``: what passes removed or superseded, and bringing
+it back."""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from datetime import datetime
 from itertools import islice
 
 import click
 
-from .cli_env import Env, pass_env
-from .journal import JournalEntry, entries
+from .cli_env import Env, fail, pass_env
+from .journal import JournalEntry, Restored, entries
 
-__all__ = ["journal"]
+__all__ = ["journal", "restore", "undo"]
 
 WORDS = 8  # of the content, on an entry's line
 
@@ -56,3 +58,42 @@ def journal(
         click.echo("no journal entries")
     for e in found:
         click.echo(entry_line(e))
+
+
+def restored_line(r: Restored, done: str = "restored") -> str:
+    return f"{done} {r.node} ({r.why})" if r.ok else f"refused {r.node}: {r.why}"
+
+
+PIN = click.option("--pin", is_flag=True, help="Pin what comes back, so no pass removes it.")
+
+
+@click.command("restore")
+@click.argument("nodes", nargs=-1, required=True, metavar="NODE...")
+@PIN
+@pass_env
+def restore(env: Env, nodes: tuple[str, ...], pin: bool) -> None:
+    """Bring back nodes a pass removed, each from its newest journal entry."""
+    results = [env.store.restore(node, pin=pin) for node in nodes]
+    for r in results:
+        click.echo(restored_line(r))
+    if not all(r.ok for r in results):
+        sys.exit(1)
+
+
+@click.command("undo")
+@click.argument("pass_id", metavar="PASS_ID")
+@click.option("--dry-run", is_flag=True, help="Say what would be restored; change nothing.")
+@PIN
+@pass_env
+def undo(env: Env, pass_id: str, dry_run: bool, pin: bool) -> None:
+    """Restore everything one pass removed or invalidated (premises before conclusions)."""
+    from .journal import undo as undo_pass
+
+    results = undo_pass(env.client, env.store.keys, pass_id, dry_run=dry_run, pin=pin)
+    if not results:
+        fail(f"no journal entries of pass {pass_id!r}")
+    for r in results:
+        click.echo(restored_line(r, "would restore" if dry_run else "restored"))
+    ok = sum(r.ok for r in results)
+    verb = "would restore" if dry_run else "restored"
+    click.echo(f"{verb} {ok}, refused {len(results) - ok}")

@@ -66,6 +66,7 @@ PARTS = {
     "apply_insights": ("lib", "write"),
     "diagnose": ("lib", "check", "utf8"),
     "reindex": ("lib", "check"),
+    "restore": ("lib", "check"),
 }
 
 SOURCES = {
@@ -90,3 +91,4 @@ class Scripts(PerClient):
         self.apply_insights = script("apply_insights")
         self.diagnose = script("diagnose")
         self.reindex = script("reindex")
+        self.restore = script("restore")

@@ -17,6 +17,7 @@ import numpy as np
 from .batch import WriteBatch
 from .connection import connection_kwargs, database_of, is_cluster
 from .errors import ConfigError
+from .journal import Restored, restore
 from .keys import NAMESPACES_KEY, Keys, validate_node_id
 from .node import KINDS, IndexSizes, Node, NodeKind, coverage, text
 from .report import ConsolidationReport
@@ -167,6 +168,13 @@ class MemoryStore(Writes[bool]):
             )
 
         return read
+
+    def restore(self, node_id: str, *, pin: bool = False) -> Restored:
+        """Bring back a node a pass removed (or invalidated) from its newest journal
+        entry, with its indexes and links; its embedding is recomputed by the next pass.
+        Refused (``ok`` False, ``why`` says why) if the node was written since. ``pin``
+        keeps it from the step that removed it."""
+        return restore(self.client, self.keys, node_id, pin=pin)
 
     # -- what a pass reads ---------------------------------------------------------
 

@@ -37,3 +37,24 @@ def test_journal_lists_newest_first_and_filters(
     assert cli("journal", "--pass", "other").stdout.strip() == "no journal entries"
     bad = cli("journal", "--since", "soon")
     assert bad.returncode == 2 and "--since" in bad.stderr
+
+
+def test_restore_and_undo(cli: Cli, real_store: MemoryStore) -> None:  # noqa: F811
+    pass_id = pruned_store(real_store)
+    dry = cli("undo", pass_id, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines() == [
+        f"would restore door (prune of pass {pass_id}: expired at 1799999999)",
+        "would restore 1, refused 0",
+    ]
+    assert real_store.get("door") is None
+    out = cli("restore", "door", "f")
+    assert out.returncode == 1
+    assert out.stdout.splitlines()[0].startswith("restored door (prune of pass")
+    assert out.stdout.splitlines()[1].startswith("refused f: no journal entry")
+    assert real_store.get("door") is not None
+    out = cli("undo", pass_id)
+    assert out.stdout.splitlines()[-1] == "restored 0, refused 1"
+    assert "refused door: a node with this id was written since" in out.stdout
+    missing = cli("undo", "nosuchpass")
+    assert missing.returncode == 1 and "no journal entries of pass 'nosuchpass'" in missing.stderr

@@ -105,7 +105,8 @@ end
 -- pass sets JOURNAL = {pass = id, step = name, keep = retention secs}; every removal
 -- and supersession below then adds one entry, in the same script as the change, with
 -- the node's fields as they were (not its vector) and its dependents. nil: no entry
--- (an agent's own write superseding a node is no pass's doing).
+-- (an agent's own write superseding a node is no pass's doing). Without `keep` (a
+-- restore) nothing is trimmed: the passes trim.
 local JOURNAL = nil
 
 local function journal(id, reason, deps)
@@ -115,12 +116,16 @@ local function journal(id, reason, deps)
   for i = 1, #raw, 2 do
     if raw[i] ~= 'emb' and raw[i] ~= 'emb_model' then f[raw[i]] = raw[i + 1] end
   end
-  -- Trimmed on the server's clock (a pass's clock may be a test's), as the ids are.
-  local t = redis.call('TIME')
-  local minid = (tonumber(t[1]) - tonumber(JOURNAL.keep)) * 1000
-  redis.call('XADD', P .. K.journal, 'MINID', minid, '*', 'pass', JOURNAL.pass,
-    'step', JOURNAL.step, 'node', id, 'reason', reason, 'fields', cjson.encode(f),
-    'deps', cjson.encode(deps or NONE))
+  local entry = {'pass', JOURNAL.pass, 'step', JOURNAL.step, 'node', id, 'reason', reason,
+    'fields', cjson.encode(f), 'deps', cjson.encode(deps or NONE)}
+  if JOURNAL.keep then
+    -- Trimmed on the server's clock (a pass's clock may be a test's), as the ids are.
+    local t = redis.call('TIME')
+    local minid = (tonumber(t[1]) - tonumber(JOURNAL.keep)) * 1000
+    redis.call('XADD', P .. K.journal, 'MINID', minid, '*', unpack(entry))
+  else
+    redis.call('XADD', P .. K.journal, '*', unpack(entry))
+  end
 end
 
 -- Marks live node `id` superseded by `by` ('' when invalidated). Of its indexes only
