@@ -66,6 +66,8 @@ def format_report(r: ConsolidationReport) -> str:
     head = f"{_clock(r.started_at)} [{r.namespace}] {r.status}"
     if r.trailing:
         head += " (trailing)"
+    if r.dry_run:
+        head += " (dry run: nothing written)"
     if r.status == "skipped":
         held = r.lock_ttl_remaining and r.reason in ("coalesced", "running")
         left = f", lock {r.lock_ttl_remaining:.1f}s left" if held else ""

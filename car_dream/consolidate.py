@@ -21,6 +21,7 @@ from .embedder import Embedder, HashingEmbedder
 from .errors import LockLostError, PassCancelledError
 from .lock import PassLock
 from .pipeline import PassContext, Step, run_steps
+from .plan import plan_pass
 from .report import ConsolidationReport, failure_reason
 from .shutdown import pass_running
 from .steps import STEPS
@@ -43,16 +44,26 @@ def run_pass(
     clock: Callable[[], float] = time.time,
     cancel_event: threading.Event | None = None,
     steps: Sequence[Step] = STEPS,
+    dry_run: bool = False,
 ) -> ConsolidationReport:
     """Run one pass over ``store`` under its namespace lock and return the report.
 
     ``force`` ignores the "consolidated recently" window but never a running pass;
     ``takeover`` lets a trailing pass take over the finished lock of ``token``.
+    ``dry_run``: report what the pass would do, write nothing, take no lock (so the
+    coalescing window stays open); the report is stored, marked ``dry_run``.
     """
     started = time.monotonic()
     report = ConsolidationReport(
-        namespace=store.namespace, trailing=trailing, started_at=_utc(clock())
+        namespace=store.namespace, trailing=trailing, started_at=_utc(clock()), dry_run=dry_run
     )
+    if dry_run:
+        status, reason = "completed", None
+        try:
+            plan_pass(store, config, report, embedder or HashingEmbedder(), clock())
+        except Exception as exc:
+            status, reason = "failed", failure_reason(exc)
+        return _finish(store, report, started, clock, status, reason)
     lock = PassLock(store.client, store.keys, config.lock_ttl, token)
     try:
         got = lock.acquire(force=force, takeover=takeover)

@@ -46,6 +46,10 @@ class ConsolidationReport(BaseModel):
     step_ms: dict[str, float] = Field(default_factory=dict)  # each step that ran, in order
     # Every journal entry of this pass carries it (``car-dream journal --pass``).
     pass_id: str = Field(default_factory=new_pass_id)
+    # A dry run wrote nothing: its counts are what a pass would do, ``planned`` names the
+    # node ids per step (the first PLANNED_IDS of each).
+    dry_run: bool = False
+    planned: dict[str, list[str]] = Field(default_factory=dict)
 
     @property
     def did_work(self) -> bool:

@@ -251,15 +251,19 @@ class MemoryStore(Writes[bool]):
         pipe = self.client.pipeline(transaction=True)
         pipe.lpush(self.keys.reports, data)
         pipe.ltrim(self.keys.reports, 0, REPORTS_KEPT - 1)
-        queue_totals(pipe, self.keys, report)
+        counted = not report.dry_run  # a dry run did nothing the totals count
+        if counted:
+            queue_totals(pipe, self.keys, report)
         if not cluster:  # one round trip; a cluster pipeline refuses PUBLISH (no key)
-            queue_shared(pipe, self.keys, report)
+            if counted:
+                queue_shared(pipe, self.keys, report)
             pipe.publish(self.reports_channel, data)
         pipe.execute()
-        if cluster:  # the shared keys live in other slots: sent next, not in the transaction
+        if cluster and counted:  # the shared keys live in other slots: sent next
             shared = self.client.pipeline(transaction=False)
             queue_shared(shared, self.keys, report)
             shared.execute()
+        if cluster:
             self.client.publish(self.reports_channel, data)
 
     def reports(self, n: int = 10) -> list[ConsolidationReport]:

@@ -58,3 +58,14 @@ def test_restore_and_undo(cli: Cli, real_store: MemoryStore) -> None:  # noqa: F
     assert "refused door: a node with this id was written since" in out.stdout
     missing = cli("undo", "nosuchpass")
     assert missing.returncode == 1 and "no journal entries of pass 'nosuchpass'" in missing.stderr
+
+
+def test_run_once_dry_run(cli: Cli, real_store: MemoryStore) -> None:  # noqa: F811
+    real_store.ingest_environment("door", "the door is open", expires_at=1.0)
+    out = cli("run-once", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    head, planned = out.stdout.splitlines()
+    assert "completed (dry run: nothing written): pruned=1 " in head
+    assert planned == "  would prune: door"
+    assert real_store.get("door") is not None
+    assert cli("run-once").stdout.count("pruned=1 ") == 1  # the window was left open
