@@ -643,6 +643,7 @@ class Bench:
             report = self.run_pass(store, self.cfg())
             assert report.expired_pruned == n, report
             passes.append(PROBE.seconds("prune"))
+            per_entry = self.journal_bytes(store, n)
             drop_namespace(self.client, store.namespace)
             store = self.store(f"prune-floor-{rep}")
             bulk_ingest(store, envs())
@@ -656,7 +657,16 @@ class Bench:
             "s",
             "ratio <= 3",
             median(passes) <= 3 * median(floors),
+            journal_bytes_per_entry=per_entry,
         )
+
+    def journal_bytes(self, store: Any, n: int) -> float:
+        """The journal's memory per entry (every removal journaled, in the same script)."""
+        entries = self.client.xlen(store.keys.journal)
+        assert entries == n, (entries, n)
+        used = self.client.memory_usage(store.keys.journal, samples=0) or 0
+        log(f"journal: {entries:,} entries, {used / 2**20:.1f} MiB, {used / entries:.0f} B/entry")
+        return used / entries
 
     def unlink_floor(self, keys: list[str]) -> float:
         b = self.config.batch_size
@@ -689,6 +699,7 @@ class Bench:
             assert report.superseded_gc == nf + nc, report
             assert report.conclusions_invalidated == nc, report
             passes.append(PROBE.seconds("invalidate", "collect"))
+            self.journal_bytes(store, 2 * nc + nf)  # invalidated, then collected
             drop_namespace(self.client, store.namespace)
             store = self.store(f"gc-floor-{rep}")
             bulk_ingest(store, rows())
