@@ -43,7 +43,9 @@ class Env:
     def store(self) -> Any:
         from .store import MemoryStore
 
-        return MemoryStore(self.client, self.config.namespace)
+        return MemoryStore(
+            self.client, self.config.namespace, access_resolution=self.config.access_resolution_secs
+        )
 
 
 pass_env = click.make_pass_decorator(Env, ensure=True)

@@ -34,6 +34,7 @@ SUFFIX = {
     "gc": "idx:gc",
     "invalidate": "idx:invalidate",
     "unembedded": "idx:unembedded",
+    "forget": "idx:forget",
     "meta": "meta",
     "cancel": "cancel",
     # Hash: insight subject (``tool:x``, ``source:y``, ``model:z``) -> current fact id.
@@ -117,6 +118,11 @@ class Keys:
     def invalidate(self) -> str:
         """Set of conclusions whose premises changed and must be re-checked."""
         return self.prefix + SUFFIX["invalidate"]
+
+    @property
+    def forgettable(self) -> str:
+        """Sorted set: live, unpinned fact id -> forgetting score (lowest goes first)."""
+        return self.prefix + SUFFIX["forget"]
 
     @property
     def unembedded(self) -> str:

@@ -1,10 +1,11 @@
 """A dry run: what a pass would remove, read from the indexes without writing anything.
 
-It follows the same rules as the scripts of the prune, invalidate and collect steps
-(``prune.lua``, ``invalidate.lua``, ``collect.lua``): the expired environment nodes, then
-the conclusions whose premises would be gone or superseded, in cascade, then every
-superseded unpinned node, those just invalidated included. Each read is pipelined a batch
-at a time, and it costs what the pass would cost: its work, not the store.
+It follows the same rules as the scripts of the prune, forget, invalidate and collect
+steps (``prune.lua``, ``forget.lua``, ``invalidate.lua``, ``collect.lua``): the expired
+environment nodes, the facts beyond the memory budget or unused, then the conclusions
+whose premises would be gone or superseded, in cascade, then every superseded unpinned
+node, those just invalidated included. Each read is pipelined a batch at a time, and it
+costs what the pass would cost: its work, not the store.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from .config import DreamConfig
 from .embedder import Embedder
 from .keys import Keys
+from .node import KINDS
 from .report import ConsolidationReport
 from .store import MemoryStore
 
@@ -30,15 +32,21 @@ class Plan:
     """The ids each step would remove (or invalidate), in the order it would."""
 
     prune: list[str] = field(default_factory=list)
+    forget: list[str] = field(default_factory=list)
     invalidate: list[str] = field(default_factory=list)
     collect: list[str] = field(default_factory=list)
 
     @property
     def removed(self) -> list[str]:
-        return self.prune + self.collect
+        return self.prune + self.forget + self.collect
 
     def named(self, limit: int = PLANNED_IDS) -> dict[str, list[str]]:
-        steps = {"prune": self.prune, "invalidate": self.invalidate, "collect": self.collect}
+        steps = {
+            "prune": self.prune,
+            "forget": self.forget,
+            "invalidate": self.invalidate,
+            "collect": self.collect,
+        }
         return {step: ids[:limit] for step, ids in steps.items() if ids}
 
 
@@ -94,16 +102,26 @@ class _Reader:
                 return out
 
 
-def plan_removals(client: Any, keys: Keys, now: float, batch: int) -> Plan:
-    """What the prune, invalidate and collect steps of a pass at ``now`` would do."""
+def plan_removals(
+    client: Any,
+    keys: Keys,
+    now: float,
+    batch: int,
+    max_nodes: int | None = None,
+    cutoff: float | None = None,
+) -> Plan:
+    """What the prune, forget, invalidate and collect steps of a pass at ``now`` would
+    do (``max_nodes``, ``cutoff``: the forget step's budget and lowest score kept)."""
     r = _Reader(client, keys, batch)
     plan = Plan()
     expired = r.zrange(keys.expiry, "-inf", repr(now))
     r.read(expired)
     plan.prune = [i for i in expired if r.nodes[i].kind]
-    gone = set(plan.prune)
+    if max_nodes is not None or cutoff is not None:
+        plan.forget = _forgotten(client, keys, len(plan.prune), max_nodes, cutoff)
+    gone = set(plan.removed)
     queue = sorted(m.decode() for m in client.smembers(keys.invalidate))
-    queue += r.dependents(plan.prune)
+    queue += r.dependents(plan.removed)
     invalidated: set[str] = set()
     while queue:
         r.read(queue)
@@ -129,6 +147,23 @@ def plan_removals(client: Any, keys: Keys, now: float, batch: int) -> Plan:
     return plan
 
 
+def _forgotten(
+    client: Any, keys: Keys, pruned: int, max_nodes: int | None, cutoff: float | None
+) -> list[str]:
+    """The facts forget.lua would remove once ``pruned`` nodes are gone."""
+    pipe = client.pipeline(transaction=False)
+    for kind in KINDS:
+        pipe.scard(keys.kind(kind))
+    pipe.zcard(keys.collectable)
+    pipe.zcard(keys.forgettable)
+    pipe.zcount(keys.forgettable, "-inf", "(" + repr(cutoff) if cutoff is not None else "-inf")
+    *counts, collectable, scored, old = pipe.execute()
+    live = sum(counts) - collectable - pruned
+    over = max(live - max_nodes, 0) if max_nodes is not None else 0
+    want = min(max(over, old if cutoff is not None else 0), scored)
+    return [m.decode() for m in client.zrange(keys.forgettable, 0, want - 1)] if want else []
+
+
 def plan_pass(
     store: MemoryStore,
     config: DreamConfig,
@@ -138,8 +173,11 @@ def plan_pass(
 ) -> None:
     """Fill ``report`` with what a pass at ``now`` would do; writes nothing."""
     client, keys = store.client, store.keys
-    plan = plan_removals(client, keys, now, config.batch_size)
+    age = config.forget_unused_after_secs
+    cutoff = None if age is None else now - age
+    plan = plan_removals(client, keys, now, config.batch_size, config.max_nodes, cutoff)
     report.expired_pruned = len(plan.prune)
+    report.forgotten = len(plan.forget)
     report.conclusions_invalidated = len(plan.invalidate)
     report.superseded_gc = len(plan.collect)
     report.planned = plan.named()

@@ -33,6 +33,7 @@ class ConsolidationReport(BaseModel):
     total_nodes: int | None = None
     embedding_coverage: float | None = None
     conclusions_invalidated: int = 0
+    forgotten: int = 0  # facts the memory budget removed
     skipped_records: int = 0
     warnings: list[str] = Field(default_factory=list)
     namespace: str = "default"
@@ -59,6 +60,7 @@ class ConsolidationReport(BaseModel):
             or self.superseded_gc > 0
             or self.nodes_embedded > 0
             or self.trajectory_insights > 0
+            or self.forgotten > 0
         )
 
     def warn(self, message: str, *, skipped: int = 0) -> None:

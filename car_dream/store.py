@@ -8,6 +8,7 @@ pass find expired, superseded and unembedded nodes without scanning the store.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -48,7 +49,9 @@ class MemoryStore(Writes[bool]):
     :meth:`batch` queues many writes for one round trip.
     """
 
-    def __init__(self, client: Any, namespace: str = "default") -> None:
+    def __init__(
+        self, client: Any, namespace: str = "default", *, access_resolution: float = 900
+    ) -> None:
         if connection_kwargs(client).get("decode_responses"):
             raise ConfigError("MemoryStore needs a Redis client with decode_responses=False")
         self.client = client
@@ -56,6 +59,7 @@ class MemoryStore(Writes[bool]):
         self.keys = Keys(namespace)
         self.scripts = Scripts.of(client)
         self._registered = False
+        self.access_resolution = access_resolution  # CAR_DREAM_ACCESS_RESOLUTION_SECS
 
     @property
     def reports_channel(self) -> str:
@@ -86,9 +90,28 @@ class MemoryStore(Writes[bool]):
         return sorted(m.decode() for m in client.smembers(NAMESPACES_KEY))
 
     def get(self, node_id: str) -> Node | None:
+        """The node, its access recorded in the same round trip (see :meth:`touch`)."""
         validate_node_id(node_id)
-        raw = self.client.hgetall(self.keys.node(node_id))
+        # A cluster pipeline refuses scripts: there the access is a second call.
+        pipe = self.client if is_cluster(self.client) else self.client.pipeline(False)
+        raw = pipe.hgetall(self.keys.node(node_id))
+        self._touch([node_id], pipe)
+        raw = raw if pipe is self.client else pipe.execute()[0]
         return Node.from_hash(node_id, raw) if raw else None
+
+    def touch(self, ids: Sequence[str]) -> int:
+        """Record that the agent used these nodes (``last_accessed``, ``access_count``,
+        forgetting score), at most once per node per ``access_resolution`` seconds; one
+        script call. Returns how many were written."""
+        list(map(validate_node_id, ids))
+        return int(self._touch(list(ids), self.client)) if ids else 0
+
+    def _touch(self, ids: list[str], client: Any) -> Any:
+        return self.scripts.touch(
+            keys=[self.keys.meta],
+            args=[self.keys.prefix, repr(time.time()), repr(self.access_resolution), *ids],
+            client=client,
+        )
 
     def embedding(self, node_id: str) -> tuple[str, np.ndarray] | None:
         """The stored vector and its model id, or None."""
@@ -152,11 +175,12 @@ class MemoryStore(Writes[bool]):
         pipe.scard(k.invalidate)
         pipe.scard(k.unembedded)
         pipe.hget(k.meta, "embed_model")
+        pipe.zcard(k.forgettable)
         if due is not None:
             pipe.zcount(k.expiry, "-inf", repr(due))
 
         def read(replies: list[Any]) -> IndexSizes:
-            *counts, expiry, collectable, inval, unemb, model = replies[: len(KINDS) + 5]
+            *counts, expiry, collectable, inval, unemb, model, forget = replies[: len(KINDS) + 6]
             return IndexSizes(
                 nodes=dict(zip(KINDS, map(int, counts), strict=True)),
                 expiry_scheduled=int(expiry),
@@ -165,15 +189,14 @@ class MemoryStore(Writes[bool]):
                 unembedded=int(unemb),
                 embedding_model=text(model),
                 expiry_due=0 if due is None else int(replies[-1]),
+                forgettable=int(forget),
             )
 
         return read
 
     def restore(self, node_id: str, *, pin: bool = False) -> Restored:
-        """Bring back a node a pass removed (or invalidated) from its newest journal
-        entry, with its indexes and links; its embedding is recomputed by the next pass.
-        Refused (``ok`` False, ``why`` says why) if the node was written since. ``pin``
-        keeps it from the step that removed it."""
+        """Bring back a node a pass removed or invalidated from its newest journal entry
+        (see :func:`car_dream.journal.restore_entry`); ``pin`` keeps it from passes."""
         return restore(self.client, self.keys, node_id, pin=pin)
 
     # -- what a pass reads ---------------------------------------------------------
@@ -241,8 +264,6 @@ class MemoryStore(Writes[bool]):
             if m is not None and blob is not None and m.decode() == model:
                 yield node_id, blob
 
-    # -- reports -----------------------------------------------------------------
-
     def record_report(self, report: ConsolidationReport) -> None:
         """Keep the report in the capped list, add it to the running totals the exporter
         reads (same transaction) and publish it to live watchers."""
@@ -254,16 +275,16 @@ class MemoryStore(Writes[bool]):
         counted = not report.dry_run  # a dry run did nothing the totals count
         if counted:
             queue_totals(pipe, self.keys, report)
-        if not cluster:  # one round trip; a cluster pipeline refuses PUBLISH (no key)
-            if counted:
-                queue_shared(pipe, self.keys, report)
+        if not cluster and counted:  # one round trip; a cluster pipeline refuses PUBLISH
+            queue_shared(pipe, self.keys, report)
+        if not cluster:
             pipe.publish(self.reports_channel, data)
         pipe.execute()
-        if cluster and counted:  # the shared keys live in other slots: sent next
+        if cluster:  # the shared keys live in other slots: sent next
             shared = self.client.pipeline(transaction=False)
-            queue_shared(shared, self.keys, report)
+            if counted:
+                queue_shared(shared, self.keys, report)
             shared.execute()
-        if cluster:
             self.client.publish(self.reports_channel, data)
 
     def reports(self, n: int = 10) -> list[ConsolidationReport]:
