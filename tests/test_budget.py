@@ -91,3 +91,14 @@ def test_no_budget_no_forgetting(real_store: MemoryStore, tmp_path: Path) -> Non
     facts(s, 5)
     report = run_pass(s, load_config(interval_secs=60, data_dir=tmp_path), force=True)
     assert report.forgotten == 0 and "forget" not in report.step_ms and s.count() == 5
+
+
+def test_check_finds_and_repairs_a_missing_or_stale_score(real_store: MemoryStore) -> None:
+    s = real_store
+    facts(s, 2)
+    s.client.zrem(s.keys.forgettable, "f0")  # a store from before the budget
+    s.client.zadd(s.keys.forgettable, {"ghost": 1.0})
+    found = check_store(s)
+    assert found.problem_counts == {"forget_missing": 1, "forget_stale": 1}
+    assert check_store(s, repair=True).ok and check_store(s).ok
+    assert s.client.zscore(s.keys.forgettable, "ghost") is None
