@@ -3,7 +3,7 @@
     python -m benchmarks.bench            # full: 1M-node stores, 1M trajectory records
     python -m benchmarks.bench --quick    # the same rows at smaller sizes, under 3 minutes
 
-It starts its own ``redis-server`` (private port, no persistence), measures rows 1-9 of
+It starts its own ``redis-server`` (private port, no persistence), measures rows 1-10 of
 issue 4, prints one table, writes ``benchmarks/results.json`` (with machine info), and
 exits 1 when a target is missed. Data is generated in a temporary directory that is
 deleted afterwards. Times are medians of several repetitions.
@@ -50,6 +50,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "idle_sizes": [1_000, 100_000, 1_000_000],
         "idle_reps": 15,
         "prune": 100_000,
+        "forget": 100_000,
         "gc_facts": 100_000,
         "gc_conclusions": 10_000,
         "embed": 100_000,
@@ -69,6 +70,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "idle_sizes": [1_000, 10_000, 50_000],
         "idle_reps": 9,
         "prune": 10_000,
+        "forget": 10_000,
         "gc_facts": 10_000,
         "gc_conclusions": 1_000,
         "embed": 10_000,
@@ -666,6 +668,7 @@ class Bench:
             report = self.run_pass(store, self.cfg())
             assert report.expired_pruned == n, report
             passes.append(PROBE.seconds("prune"))
+            per_entry = self.journal_bytes(store, n)
             drop_namespace(self.client, store.namespace)
             store = self.store(f"prune-floor-{rep}")
             bulk_ingest(store, envs())
@@ -679,7 +682,16 @@ class Bench:
             "s",
             "ratio <= 3",
             median(passes) <= 3 * median(floors),
+            journal_bytes_per_entry=per_entry,
         )
+
+    def journal_bytes(self, store: Any, n: int) -> float:
+        """The journal's memory per entry (every removal journaled, in the same script)."""
+        entries = self.client.xlen(store.keys.journal)
+        assert entries == n, (entries, n)
+        used = self.client.memory_usage(store.keys.journal, samples=0) or 0
+        log(f"journal: {entries:,} entries, {used / 2**20:.1f} MiB, {used / entries:.0f} B/entry")
+        return used / entries
 
     def unlink_floor(self, keys: list[str]) -> float:
         b = self.config.batch_size
@@ -690,6 +702,35 @@ class Bench:
                 pipe.unlink(key)
             pipe.execute()
         return time.perf_counter() - t0
+
+    # -- row 10 -----------------------------------------------------------------------
+    def forget(self) -> None:
+        """The memory budget: n facts over a budget of n/2, the lowest scores forgotten
+        (each journaled), against UNLINK of the same keys."""
+        n = self.sz["forget"]
+        budget = n // 2
+        passes, floors = [], []
+        for rep in range(self.sz["reps"]):
+            store = self.store(f"forget-{rep}")
+            bulk_ingest(store, facts("f", n))
+            report = self.run_pass(store, self.cfg(max_nodes=budget))
+            assert report.forgotten == n - budget, report
+            passes.append(PROBE.seconds("forget"))
+            self.journal_bytes(store, n - budget)
+            drop_namespace(self.client, store.namespace)
+            store = self.store(f"forget-floor-{rep}")
+            bulk_ingest(store, facts("f", n))
+            floors.append(self.unlink_floor([store.keys.node(f"f{i}") for i in range(budget)]))
+            drop_namespace(self.client, store.namespace)
+        self.row(
+            "10",
+            f"forget {n - budget:,} of {n:,} facts (budget {budget:,})",
+            median(passes),
+            median(floors),
+            "s",
+            "ratio <= 4",
+            median(passes) <= 4 * median(floors),
+        )
 
     # -- row 3 ------------------------------------------------------------------------
     def gc(self) -> None:
@@ -712,6 +753,7 @@ class Bench:
             assert report.superseded_gc == nf + nc, report
             assert report.conclusions_invalidated == nc, report
             passes.append(PROBE.seconds("invalidate", "collect"))
+            self.journal_bytes(store, 2 * nc + nf)  # invalidated, then collected
             drop_namespace(self.client, store.namespace)
             store = self.store(f"gc-floor-{rep}")
             bulk_ingest(store, rows())
@@ -1276,6 +1318,7 @@ def main(argv: list[str] | None = None) -> int:
             ("1", bench.idle),
             ("2", bench.prune),
             ("3", bench.gc),
+            ("10", bench.forget),
             ("4", bench.embed),
             ("5", bench.trajectories),
             ("6", bench.trigger_latency),
@@ -1298,7 +1341,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     assert bench is not None and server is not None
-    rows = sorted(bench.rows, key=lambda r: r["row"])
+    rows = sorted(bench.rows, key=lambda r: (len(r["row"]), r["row"]))
     out: dict[str, Any] = {
         "mode": mode,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

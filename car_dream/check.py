@@ -85,7 +85,7 @@ def _candidates(store: MemoryStore) -> list[str]:
             ids.add(key.decode()[len(prefix) :])
     for kind in KINDS:
         ids.update(m.decode() for m in c.sscan_iter(k.kind(kind), count=1000))
-    for zkey in (k.expiry, k.collectable):
+    for zkey in (k.expiry, k.collectable, k.forgettable):
         ids.update(m.decode() for m, _ in c.zscan_iter(zkey, count=1000))
     for skey in (k.invalidate, k.unembedded):
         ids.update(m.decode() for m in c.sscan_iter(skey, count=1000))

@@ -16,6 +16,7 @@ import redis
 from .cli_dev import dev
 from .cli_embedded import embedded
 from .cli_env import Env, pass_env
+from .cli_journal import journal, restore, undo
 from .cli_passes import cancel, check, reports, run_once, status, trigger
 from .cli_schedule import schedule
 from .config import mask_url
@@ -77,7 +78,20 @@ def cli(ctx: click.Context, namespace: str | None) -> None:
     ctx.obj = Env()
 
 
-for command in (dev, run_once, trigger, reports, status, cancel, check, schedule, embedded):
+for command in (
+    dev,
+    run_once,
+    trigger,
+    reports,
+    status,
+    cancel,
+    check,
+    schedule,
+    embedded,
+    journal,
+    restore,
+    undo,
+):
     cli.add_command(command)
 
 

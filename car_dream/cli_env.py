@@ -54,7 +54,9 @@ class Env:
     def store(self) -> Any:
         from .store import MemoryStore
 
-        return MemoryStore(self.client, self.config.namespace)
+        return MemoryStore(
+            self.client, self.config.namespace, access_resolution=self.config.access_resolution_secs
+        )
 
 
 pass_env = click.make_pass_decorator(Env, ensure=True)
@@ -77,6 +79,8 @@ def format_report(r: ConsolidationReport) -> str:
     head = f"{_clock(r.started_at)} [{r.namespace}] {r.status}"
     if r.trailing:
         head += " (trailing)"
+    if r.dry_run:
+        head += " (dry run: nothing written)"
     if r.status == "skipped":
         held = r.lock_ttl_remaining and r.reason in ("coalesced", "running")
         left = f", lock {r.lock_ttl_remaining:.1f}s left" if held else ""

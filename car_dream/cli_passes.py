@@ -17,14 +17,18 @@ __all__ = ["cancel", "check", "reports", "run_once", "status", "trigger"]
 
 @click.command("run-once")
 @click.option("--force", is_flag=True, help="Ignore the 'consolidated recently' window.")
+@click.option("--dry-run", is_flag=True, help="Say what the pass would do; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_env
-def run_once(env: Env, force: bool, as_json: bool) -> None:
+def run_once(env: Env, force: bool, dry_run: bool, as_json: bool) -> None:
     """Run one pass here, in this process (it honours the same lock as the worker)."""
     from .consolidate import run_pass
 
-    report = run_pass(env.store, env.config, force=force)
+    report = run_pass(env.store, env.config, force=force, dry_run=dry_run)
     click.echo(report.model_dump_json(indent=2) if as_json else format_report(report))
+    if not as_json:
+        for step, ids in report.planned.items():
+            click.echo(f"  would {step}: {' '.join(ids)}")
     if report.status in ("failed", "lost_lock"):
         sys.exit(1)
 

@@ -94,6 +94,18 @@ class DreamConfig(BaseSettings):
     allow_eviction: bool = Field(
         False, description="Run on a Redis whose maxmemory-policy may evict (warned)."
     )
+    journal_retention_secs: int = Field(
+        30 * 86400, ge=60, description="How long the journal keeps what a pass removed."
+    )
+    access_resolution_secs: int = Field(
+        900, ge=1, description="At most one access written per node in this many seconds."
+    )
+    max_nodes: int | None = Field(
+        None, ge=1, description="Budget: the forget step keeps the namespace to this many nodes."
+    )
+    forget_unused_after_secs: int | None = Field(
+        None, ge=60, description="The forget step removes facts unused for this long."
+    )
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".local/share/car-dream")
     embedder: str = Field(
         "hashing",

@@ -23,6 +23,7 @@ from .embedding_models import configured_embedder
 from .errors import LockLostError, PassCancelledError
 from .lock import PassLock
 from .pipeline import PassContext, Step, run_steps
+from .plan import plan_pass
 from .report import ConsolidationReport, failure_reason
 from .shutdown import pass_running
 from .steps import STEPS
@@ -45,6 +46,7 @@ def run_pass(
     clock: Callable[[], float] | None = None,
     cancel_event: threading.Event | None = None,
     steps: Sequence[Step] = STEPS,
+    dry_run: bool = False,
 ) -> ConsolidationReport:
     """Run one pass over ``store`` under its namespace lock and return the report.
 
@@ -52,6 +54,8 @@ def run_pass(
     ``takeover`` lets a trailing pass take over the finished lock of ``token``.
     ``embedder`` defaults to the one ``CAR_DREAM_EMBEDDER`` names, loaded once per process.
     ``clock`` (epoch seconds) is the Redis server's ``TIME`` unless a test gives one.
+    ``dry_run``: report what the pass would do, write nothing, take no lock (so the
+    coalescing window stays open); the report is stored, marked ``dry_run``.
     """
     started = time.monotonic()
     now: Callable[[], float] = clock or ServerClock(store.client, store.keys.lock)
@@ -60,13 +64,25 @@ def run_pass(
     except Exception as exc:  # no Redis, so no pass: the time only dates the report
         started_at, failure = time.time(), exc
     report = ConsolidationReport(
-        namespace=store.namespace, trailing=trailing, started_at=_utc(started_at)
+        namespace=store.namespace,
+        trailing=trailing,
+        started_at=_utc(started_at),
+        dry_run=dry_run,
     )
     try:  # before the lock: loading a model can take longer than a short lock's TTL
         embedder = configured_embedder(config) if embedder is None else embedder
     except Exception as exc:
         log.error("car-dream: no pass over %s: %s", store.namespace, failure_reason(exc))
         return _finish(store, report, started, now, "failed", failure_reason(exc))
+    if dry_run:
+        status, reason = "completed", None
+        try:
+            if failure is not None:
+                raise failure
+            plan_pass(store, config, report, embedder, now())
+        except Exception as exc:
+            status, reason = "failed", failure_reason(exc)
+        return _finish(store, report, started, now, status, reason)
     lock = PassLock(store.client, store.keys, config.lock_ttl, token)
     try:
         if failure is not None:

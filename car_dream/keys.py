@@ -34,11 +34,14 @@ SUFFIX = {
     "gc": "idx:gc",
     "invalidate": "idx:invalidate",
     "unembedded": "idx:unembedded",
+    "forget": "idx:forget",
     "meta": "meta",
     "cancel": "cancel",
     # Hash: insight subject (``tool:x``, ``source:y``, ``model:z``) -> current fact id.
     # Only the APPLY_INSIGHTS script reads and writes it.
     "insights": "insights",
+    # Stream of every node a pass removed or superseded, and every restore (journal.py).
+    "journal": "journal",
 }
 
 REDBEAT_PREFIX = "car-dream:redbeat"
@@ -117,6 +120,11 @@ class Keys:
         return self.prefix + SUFFIX["invalidate"]
 
     @property
+    def forgettable(self) -> str:
+        """Sorted set: live, unpinned fact id -> forgetting score (lowest goes first)."""
+        return self.prefix + SUFFIX["forget"]
+
+    @property
     def unembedded(self) -> str:
         """Set of node ids without an embedding for the current model."""
         return self.prefix + SUFFIX["unembedded"]
@@ -126,6 +134,11 @@ class Keys:
         """Hash of namespace bookkeeping (embedding model, embedding version, the version
         of the profiles file last read)."""
         return self.prefix + SUFFIX["meta"]
+
+    @property
+    def journal(self) -> str:
+        """Stream: one entry per node a pass removed or superseded, and per restore."""
+        return self.prefix + SUFFIX["journal"]
 
     @property
     def lock(self) -> str:

@@ -12,6 +12,9 @@ __all__ = ["KINDS", "IndexSizes", "Node", "NodeKind", "coverage", "text"]
 
 NodeKind = Literal["fact", "environment", "conclusion"]
 KINDS: tuple[NodeKind, ...] = ("fact", "environment", "conclusion")
+# The half-life of a fact's relevance in the forgetting score (README "The memory
+# budget"). Fixed: the stored scores are valid for one value only.
+FORGET_HALF_LIFE_SECS = 7 * 86400
 
 
 def text(value: bytes | None) -> str | None:
@@ -90,6 +93,7 @@ class IndexSizes:
     unembedded: int
     embedding_model: str | None
     expiry_due: int = 0  # expired by the time the sizes were read for (0 if not asked)
+    forgettable: int = 0  # live, unpinned facts scored for the memory budget
 
     @property
     def total_nodes(self) -> int:

@@ -94,19 +94,21 @@ class PassContext:
             raise PassCancelledError("cancelled by an operator")
         return list(reply)
 
-    def drain(self, script: Script, extra: int = 0) -> int:
+    def drain(self, script: Script, extra: int = 0, *args: Any) -> int:
         """Run a batch script (reply ``ok, done, left``) until no work is left; the total.
+        Its arguments: now, the batch size, the pass id, the journal's retention, ``args``.
 
         Rounds are capped by the work left after the first batch (plus ``extra`` items the
         step may add itself), so work that writers add meanwhile is left to the trailing
         pass instead of keeping this one busy.
         """
         batch = self.batch_size
-        _, done, left = self.fenced(script, repr(self.clock()), batch)
+        journal = (self.report.pass_id, self.config.journal_retention_secs, *args)
+        _, done, left = self.fenced(script, repr(self.clock()), batch, *journal)
         done, left = int(done), int(left)
         rounds = math.ceil((left + extra) / batch) + 1 if left else 0
         for _ in range(rounds):
-            _, n, left = self.fenced(script, repr(self.clock()), batch)
+            _, n, left = self.fenced(script, repr(self.clock()), batch, *journal)
             done += int(n)
             if not int(left):
                 break

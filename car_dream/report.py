@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from typing import Literal
 
@@ -10,9 +11,14 @@ from pydantic import BaseModel, Field
 from .config import mask_url
 from .errors import redis_full
 
-__all__ = ["ConsolidationReport", "PassStatus", "failure_reason"]
+__all__ = ["ConsolidationReport", "PassStatus", "failure_reason", "new_pass_id"]
 
 PassStatus = Literal["completed", "skipped", "cancelled", "lost_lock", "failed"]
+
+
+def new_pass_id() -> str:
+    """The id a report and the journal entries of its pass share."""
+    return secrets.token_hex(6)
 
 
 class ConsolidationReport(BaseModel):
@@ -28,6 +34,7 @@ class ConsolidationReport(BaseModel):
     total_nodes: int | None = None
     embedding_coverage: float | None = None
     conclusions_invalidated: int = 0
+    forgotten: int = 0  # facts the memory budget removed
     skipped_records: int = 0
     warnings: list[str] = Field(default_factory=list)
     namespace: str = "default"
@@ -39,6 +46,12 @@ class ConsolidationReport(BaseModel):
     finished_at: datetime | None = None
     duration_ms: float = 0.0
     step_ms: dict[str, float] = Field(default_factory=dict)  # each step that ran, in order
+    # Every journal entry of this pass carries it (``car-dream journal --pass``).
+    pass_id: str = Field(default_factory=new_pass_id)
+    # A dry run wrote nothing: its counts are what a pass would do, ``planned`` names the
+    # node ids per step (the first PLANNED_IDS of each).
+    dry_run: bool = False
+    planned: dict[str, list[str]] = Field(default_factory=dict)
 
     @property
     def did_work(self) -> bool:
@@ -48,6 +61,7 @@ class ConsolidationReport(BaseModel):
             or self.superseded_gc > 0
             or self.nodes_embedded > 0
             or self.trajectory_insights > 0
+            or self.forgotten > 0
         )
 
     def warn(self, message: str, *, skipped: int = 0) -> None:

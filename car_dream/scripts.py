@@ -27,7 +27,7 @@ from redis.commands.core import Script
 
 from .keys import SUFFIX
 from .lock import RUNNING
-from .node import KINDS
+from .node import FORGET_HALF_LIFE_SECS, KINDS
 from .registry import PerClient
 
 __all__ = ["Scripts"]
@@ -44,6 +44,7 @@ PRELUDE = (
     "local K = {" + ", ".join(f"{k} = {_lua_string(v)}" for k, v in SUFFIX.items()) + "}\n"
     "local KINDS = {" + ", ".join(map(_lua_string, KINDS)) + "}\n"
     f"local RUNNING = {_lua_string(RUNNING)}\n"
+    f"local HALF_LIFE = {int(FORGET_HALF_LIFE_SECS)}\n"
 )
 
 
@@ -66,6 +67,9 @@ PARTS = {
     "apply_insights": ("lib", "write"),
     "diagnose": ("lib", "check", "utf8"),
     "reindex": ("lib", "check"),
+    "restore": ("lib", "check"),
+    "touch": ("lib",),
+    "forget": ("lib",),
 }
 
 SOURCES = {
@@ -90,3 +94,6 @@ class Scripts(PerClient):
         self.apply_insights = script("apply_insights")
         self.diagnose = script("diagnose")
         self.reindex = script("reindex")
+        self.restore = script("restore")
+        self.touch = script("touch")
+        self.forget = script("forget")

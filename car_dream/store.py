@@ -8,7 +8,7 @@ pass find expired, superseded and unembedded nodes without scanning the store.
 from __future__ import annotations
 
 import json
-from collections import Counter
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -18,6 +18,8 @@ from redis.exceptions import OutOfMemoryError
 from .batch import WriteBatch
 from .connection import connection_kwargs, database_of, is_cluster
 from .errors import ConfigError, RedisFullError
+from .insight_reads import InsightReads
+from .journal import Restored, restore
 from .keys import NAMESPACES_KEY, Keys, validate_node_id
 from .node import KINDS, IndexSizes, Node, NodeKind, coverage, text
 from .report import ConsolidationReport
@@ -37,18 +39,18 @@ __all__ = [
 ]
 
 REPORTS_KEPT = 100
-# Field of the meta hash: the version of the profiles file the last pass read.
-PROFILES_FILE_READ = "profiles_file"
 
 
-class MemoryStore(Writes[bool]):
+class MemoryStore(InsightReads, Writes[bool]):
     """One namespace of agent memory in Redis. The client must return bytes.
 
     Each ``ingest_*`` call is one atomic script and returns True if the node is new;
     :meth:`batch` queues many writes for one round trip.
     """
 
-    def __init__(self, client: Any, namespace: str = "default") -> None:
+    def __init__(
+        self, client: Any, namespace: str = "default", *, access_resolution: float = 900
+    ) -> None:
         if connection_kwargs(client).get("decode_responses"):
             raise ConfigError("MemoryStore needs a Redis client with decode_responses=False")
         self.client = client
@@ -56,6 +58,7 @@ class MemoryStore(Writes[bool]):
         self.keys = Keys(namespace)
         self.scripts = Scripts.of(client)
         self._registered = False
+        self.access_resolution = access_resolution  # CAR_DREAM_ACCESS_RESOLUTION_SECS
 
     @property
     def reports_channel(self) -> str:
@@ -90,9 +93,28 @@ class MemoryStore(Writes[bool]):
         return sorted(m.decode() for m in client.smembers(NAMESPACES_KEY))
 
     def get(self, node_id: str) -> Node | None:
+        """The node, its access recorded in the same round trip (see :meth:`touch`)."""
         validate_node_id(node_id)
-        raw = self.client.hgetall(self.keys.node(node_id))
+        # A cluster pipeline refuses scripts: there the access is a second call.
+        pipe = self.client if is_cluster(self.client) else self.client.pipeline(False)
+        raw = pipe.hgetall(self.keys.node(node_id))
+        self._touch([node_id], pipe)
+        raw = raw if pipe is self.client else pipe.execute()[0]
         return Node.from_hash(node_id, raw) if raw else None
+
+    def touch(self, ids: Sequence[str]) -> int:
+        """Record that the agent used these nodes (``last_accessed``, ``access_count``,
+        forgetting score), at most once per node per ``access_resolution`` seconds; one
+        script call. Returns how many were written."""
+        list(map(validate_node_id, ids))
+        return int(self._touch(list(ids), self.client)) if ids else 0
+
+    def _touch(self, ids: list[str], client: Any) -> Any:
+        return self.scripts.touch(
+            keys=[self.keys.meta],
+            args=[self.keys.prefix, repr(time.time()), repr(self.access_resolution), *ids],
+            client=client,
+        )
 
     def embedding(self, node_id: str) -> tuple[str, np.ndarray] | None:
         """The stored vector and its model id, or None."""
@@ -156,11 +178,12 @@ class MemoryStore(Writes[bool]):
         pipe.scard(k.invalidate)
         pipe.scard(k.unembedded)
         pipe.hget(k.meta, "embed_model")
+        pipe.zcard(k.forgettable)
         if due is not None:
             pipe.zcount(k.expiry, "-inf", repr(due))
 
         def read(replies: list[Any]) -> IndexSizes:
-            *counts, expiry, collectable, inval, unemb, model = replies[: len(KINDS) + 5]
+            *counts, expiry, collectable, inval, unemb, model, forget = replies[: len(KINDS) + 6]
             return IndexSizes(
                 nodes=dict(zip(KINDS, map(int, counts), strict=True)),
                 expiry_scheduled=int(expiry),
@@ -169,46 +192,17 @@ class MemoryStore(Writes[bool]):
                 unembedded=int(unemb),
                 embedding_model=text(model),
                 expiry_due=0 if due is None else int(replies[-1]),
+                forgettable=int(forget),
             )
 
         return read
 
-    # -- what a pass reads ---------------------------------------------------------
+    def restore(self, node_id: str, *, pin: bool = False) -> Restored:
+        """Bring back a node a pass removed or invalidated from its newest journal entry
+        (see :func:`car_dream.journal.restore_entry`); ``pin`` keeps it from passes."""
+        return restore(self.client, self.keys, node_id, pin=pin)
 
-    def trajectory_offsets(self) -> dict[str, int]:
-        """Trajectory file name -> bytes already consumed."""
-        raw = self.client.hgetall(self.keys.traj_offsets)
-        return {f.decode(): int(v) for f, v in raw.items()}
-
-    def trajectory_counts(self, key: str, names: Sequence[str]) -> list[Counter[str]]:
-        """The running outcome counts of tools or sources (``key``: traj_tools/traj_sources)."""
-        if not names:
-            return []
-        return [_counts(raw) for raw in self.client.hmget(key, list(names))]
-
-    def dirty_insights(self) -> list[str]:
-        """Insight subjects (``tool:x``, ``source:y``) whose fact is not yet rewritten."""
-        return sorted(m.decode() for m in self.client.smembers(self.keys.insight_dirty))
-
-    def insight_counts(
-        self, tools: Sequence[str], sources: Sequence[str]
-    ) -> tuple[list[Counter[str]], list[Counter[str]]]:
-        """The running counts of ``tools`` and ``sources`` in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(self.keys.traj_tools, list(tools) or ["-"])
-        pipe.hmget(self.keys.traj_sources, list(sources) or ["-"])
-        tool_raw, source_raw = pipe.execute()
-        return [_counts(r) for r in tool_raw[: len(tools)]], [
-            _counts(r) for r in source_raw[: len(sources)]
-        ]
-
-    def profile_digests(self, model_ids: Sequence[str]) -> list[str | None]:
-        """The digest of the profile last turned into a fact, per model id."""
-        return [text(d) for d in self.client.hmget(self.keys.profile_digests, list(model_ids))]
-
-    def profiles_file_read(self) -> str | None:
-        """The version of the profiles file the last pass read, if any."""
-        return text(self.client.hget(self.keys.meta, PROFILES_FILE_READ))
+    # -- what a pass reads (the insight steps' reads: InsightReads) ---------------
 
     def unembedded_page(self, cursor: str, count: int) -> tuple[str, list[list[Any]]]:
         """One SSCAN page of the unembedded index: ``(next cursor, [[id, content, rev]])``
@@ -238,8 +232,6 @@ class MemoryStore(Writes[bool]):
             if m is not None and blob is not None and m.decode() == model:
                 yield node_id, blob
 
-    # -- reports -----------------------------------------------------------------
-
     def record_report(self, report: ConsolidationReport) -> None:
         """Keep the report in the capped list, add it to the running totals the exporter
         reads (same transaction) and publish it to live watchers."""
@@ -248,14 +240,18 @@ class MemoryStore(Writes[bool]):
         pipe = self.client.pipeline(transaction=True)
         pipe.lpush(self.keys.reports, data)
         pipe.ltrim(self.keys.reports, 0, REPORTS_KEPT - 1)
-        queue_totals(pipe, self.keys, report)
-        if not cluster:  # one round trip; a cluster pipeline refuses PUBLISH (no key)
+        counted = not report.dry_run  # a dry run did nothing the totals count
+        if counted:
+            queue_totals(pipe, self.keys, report)
+        if not cluster and counted:  # one round trip; a cluster pipeline refuses PUBLISH
             queue_shared(pipe, self.keys, report)
+        if not cluster:
             pipe.publish(self.reports_channel, data)
         pipe.execute()
-        if cluster:  # the shared keys live in other slots: sent next, not in the transaction
+        if cluster:  # the shared keys live in other slots: sent next
             shared = self.client.pipeline(transaction=False)
-            queue_shared(shared, self.keys, report)
+            if counted:
+                queue_shared(shared, self.keys, report)
             shared.execute()
             self.client.publish(self.reports_channel, data)
 
@@ -265,7 +261,3 @@ class MemoryStore(Writes[bool]):
             return []
         raw = self.client.lrange(self.keys.reports, 0, n - 1)
         return [ConsolidationReport.model_validate_json(r) for r in raw]
-
-
-def _counts(raw: bytes | None) -> Counter[str]:
-    return Counter(json.loads(raw)) if raw else Counter()

@@ -38,12 +38,14 @@ def _consolidate(
     trailing: bool = False,
     lock_token: str | None = None,
     depth: int = 0,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Run one pass over ``namespace`` (default: ``CAR_DREAM_NAMESPACE``); return its report.
 
     ``lock_token`` is set only on trailing passes: they take over the lock the pass
     before them finished with. A failed pass raises :class:`PassFailedError`, so the
     task is a FAILURE in Flower while its report is still in the report list.
+    ``dry_run``: report what a pass would do and write nothing (no lock, no trailing pass).
     """
     config = dream_config(self.app)
     try:
@@ -59,10 +61,12 @@ def _consolidate(
         trailing=bool(trailing),
         token=token,
         takeover=lock_token is not None,
+        dry_run=bool(dry_run),
     )
     if report.status == "failed":
         raise PassFailedError(report.reason or "consolidation pass failed")
-    if report.status == "completed" and report.did_work and int(depth) < config.max_trailing:
+    trail = report.did_work and not report.dry_run
+    if report.status == "completed" and trail and int(depth) < config.max_trailing:
         # What agents wrote during this pass gets its own pass, under the same lock.
         try:
             self.apply_async(

@@ -50,6 +50,7 @@ ITEMS: dict[str, tuple[str, str]] = {
     "trajectory_insights": ("trajectories", "insights"),
     "model_insights": ("profiles", "insights"),
     "expired_pruned": ("prune", "pruned"),
+    "forgotten": ("forget", "forgotten"),
     "conclusions_invalidated": ("invalidate", "invalidated"),
     "superseded_gc": ("collect", "collected"),
     "nodes_embedded": ("embed", "embedded"),

@@ -45,6 +45,9 @@ COMMANDS: dict[str, list[str]] = {
     "embedded status": [],
     "embedded stop": [],
     "exporter": ["--port", "0"],
+    "journal": [],
+    "restore": ["n1"],
+    "undo": ["0123abcd"],
 }
 # These manage the embedded server under CAR_DREAM_DATA_DIR and never talk to
 # CAR_DREAM_REDIS_URL: an unreachable one is no error of theirs.

@@ -98,7 +98,9 @@ def test_prune_works_in_batches(store: MemoryStore, tmp_path: Path) -> None:
         store.keys.meta.encode(),
         store.keys.reports.encode(),
         store.keys.totals.encode(),
+        store.keys.journal.encode(),  # what was pruned, one entry each
     }
+    assert store.client.xlen(store.keys.journal) == 50
 
 
 # -- supersession, GC, cascade ---------------------------------------------------
@@ -352,7 +354,7 @@ def test_pass_on_fake_and_real_redis_agree(
         store.ingest_environment("e", "gone", expires_at=NOW - 5)
         store.ingest_conclusion("c", "derived", premises=["f1"])
         r = force_pass(store, config)
-        timing = {"started_at", "finished_at", "duration_ms", "namespace"}
+        timing = {"started_at", "finished_at", "duration_ms", "namespace", "pass_id"}
         reports.append({**r.model_dump(exclude=timing), "step_ms": list(r.step_ms)})
     assert reports[0] == reports[1]
     assert reports[0]["expired_pruned"] == 1 and reports[0]["superseded_gc"] == 2

@@ -42,6 +42,7 @@ def test_the_default_steps_in_order() -> None:
         "trajectories",
         "profiles",
         "prune",
+        "forget",
         "invalidate",
         "collect",
         "embed",

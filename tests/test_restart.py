@@ -31,7 +31,8 @@ def test_a_batch_cut_off_in_the_append_only_file_is_dropped_whole(tmp_path: Path
         aof = next((tmp_path / "redis" / "appendonlydir").glob("*.incr.aof"))
         before = aof.stat().st_size
         reply = store.scripts.prune(
-            keys=[store.keys.lock], args=[store.keys.prefix, lock.token, "2.0", 100]
+            keys=[store.keys.lock],
+            args=[store.keys.prefix, lock.token, "2.0", 100, "restart-test", 86400],
         )
         assert int(reply[1]) == 20 and store.count() == 0
         written = aof.read_bytes()[before:]

@@ -31,6 +31,11 @@ for i = 2, #ARGV do
   local g = redis.call('ZSCORE', P .. K.gc, id)
   if want.gc and not g then p[#p + 1] = 'gc_missing'
   elseif g and not want.gc then p[#p + 1] = 'gc_stale' end
+  local fs = redis.call('ZSCORE', P .. K.forget, id)
+  if want.forget then
+    if not fs then p[#p + 1] = 'forget_missing'
+    elseif tonumber(fs) ~= want.forget then p[#p + 1] = 'forget_score' end
+  elseif fs then p[#p + 1] = 'forget_stale' end
   local un = redis.call('SISMEMBER', P .. K.unembedded, id) == 1
   v.u = un and 1 or 0
   if want.kind and not want.unembedded then v.emb = f.emb end

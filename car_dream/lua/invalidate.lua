@@ -1,7 +1,9 @@
--- KEYS[1] lock. ARGV: prefix, token, now, limit. Invalidates conclusions whose
--- premises are gone or superseded; their own dependents are queued in turn.
+-- KEYS[1] lock. ARGV: prefix, token, now, limit, pass id, journal retention secs.
+-- Invalidates conclusions whose premises are gone or superseded (journaled); their own
+-- dependents are queued in turn.
 -- Reply {'ok', done, left} or {fence reply}.
 local f = fence(KEYS[1], ARGV[2]) if f then return {f} end
+JOURNAL = {pass = ARGV[5], step = 'invalidate', keep = ARGV[6]}
 local ids = redis.call('SPOP', P .. K.invalidate, tonumber(ARGV[4]))
 local n = 0
 for _, id in ipairs(ids) do
@@ -14,7 +16,7 @@ for _, id in ipairs(ids) do
       if s[2] then why = 'premise ' .. p .. ' superseded' break end
     end
     if why then
-      mark_superseded(id, '', ARGV[3])
+      mark_superseded(id, '', ARGV[3], why)
       redis.call('HSET', nk(id), 'invalidated', why)
       n = n + 1
     end

@@ -16,6 +16,17 @@ local function fence(lock_key, token)
   return nil
 end
 
+-- A fact's forgetting score (README "The memory budget"): the time of its last use
+-- (written or accessed) plus HALF_LIFE * log2(1 + accesses). Ranking by it is ranking by
+-- relevance (1 + accesses) * 2^(-(t - last use) / HALF_LIFE) at any time t, so it is
+-- stored once and never recomputed. `now` stands in for a missing time.
+local function forget_score(f, now)
+  local last = tonumber(f.written_at) or tonumber(now)
+  local acc = tonumber(f.last_accessed)
+  if acc and acc > last then last = acc end
+  return last + HALF_LIFE * math.log(1 + (tonumber(f.access_count) or 0)) / math.log(2)
+end
+
 -- The index rule, in one place: the indexes node `f` belongs in. `f` holds the node's
 -- fields by name (false when absent; `premises` decoded, `emb` the byte length of its
 -- vector); false or nil: no node. `model` is the namespace's embedding model (false:
@@ -26,6 +37,8 @@ end
 --               expires is pruned at its expires_at; else false
 --   gc          its score in the collectable index: superseded and unpinned, it is
 --               collected, oldest supersession first; else false
+--   forget      its score in the forgettable index (forget_score): a live, unpinned
+--               fact; else false (pinned nodes are never scored)
 --   unembedded  true when it has no vector for the current model
 --   invalidate  true for a live conclusion with a premise gone or superseded; nil
 --               (either) for another conclusion, which the pass pops and keeps
@@ -37,12 +50,13 @@ local function node_indexes(f, model, now)
   for i = 1, #KINDS do known = known or (f and f.kind == KINDS[i]) end
   if not (known and f.content) then
     return {kind = false, expiry = false, gc = false, unembedded = false,
-      invalidate = false, premises = NONE, lost = 0}
+      invalidate = false, premises = NONE, lost = 0, forget = false}
   end
   local live, pinned = not f.superseded_by, f.pinned == '1'
   local want = {kind = f.kind, premises = NONE, lost = 0, invalidate = false,
     expiry = f.kind == 'environment' and live and not pinned and f.expires_at or false,
     gc = not live and not pinned and (f.superseded_at or now) or false,
+    forget = f.kind == 'fact' and live and not pinned and forget_score(f, now) or false,
     unembedded = not (f.emb > 0 and f.emb_model and ((not model) or f.emb_model == model))}
   if f.kind == 'conclusion' then
     local stale = false
@@ -78,6 +92,9 @@ local function place(id, want, may)
   -- NX: a node already collectable keeps its place in the queue.
   if gc then redis.call('ZADD', P .. K.gc, 'NX', gc, id)
   elseif gc == false and may.gc then redis.call('ZREM', P .. K.gc, id) end
+  local forget = want.forget
+  if forget then redis.call('ZADD', P .. K.forget, forget, id)
+  elseif forget == false and may.forget then redis.call('ZREM', P .. K.forget, id) end
   if unembedded then redis.call('SADD', P .. K.unembedded, id)
   elseif unembedded == false and may.unembedded then redis.call('SREM', P .. K.unembedded, id) end
   if invalidate then redis.call('SADD', P .. K.invalidate, id)
@@ -98,18 +115,50 @@ end
 local function queue_dependents(id)
   local deps = redis.call('SMEMBERS', P .. K.deps .. id)
   for _, c in ipairs(deps) do redis.call('SADD', P .. K.invalidate, c) end
+  return deps
+end
+
+-- The journal (journal.py reads it). A script that removes or supersedes nodes for a
+-- pass sets JOURNAL = {pass = id, step = name, keep = retention secs}; every removal
+-- and supersession below then adds one entry, in the same script as the change, with
+-- the node's fields as they were (not its vector) and its dependents. nil: no entry
+-- (an agent's own write superseding a node is no pass's doing). Without `keep` (a
+-- restore) nothing is trimmed: the passes trim.
+local JOURNAL = nil
+
+local function journal(id, reason, deps)
+  if not JOURNAL then return end
+  local raw = redis.call('HGETALL', nk(id))
+  local f = {}
+  for i = 1, #raw, 2 do
+    if raw[i] ~= 'emb' and raw[i] ~= 'emb_model' then f[raw[i]] = raw[i + 1] end
+  end
+  local entry = {'pass', JOURNAL.pass, 'step', JOURNAL.step, 'node', id, 'reason', reason,
+    'fields', cjson.encode(f), 'deps', cjson.encode(deps or NONE)}
+  if JOURNAL.keep then
+    -- Trimmed once per script call, on the server's clock (a pass's clock may be a
+    -- test's), as the ids are.
+    local t = redis.call('TIME')
+    local minid = (tonumber(t[1]) - tonumber(JOURNAL.keep)) * 1000
+    JOURNAL.keep = nil
+    redis.call('XADD', P .. K.journal, 'MINID', minid, '*', unpack(entry))
+  else
+    redis.call('XADD', P .. K.journal, '*', unpack(entry))
+  end
 end
 
 -- Marks live node `id` superseded by `by` ('' when invalidated). Of its indexes only
 -- expiry and gc depend on that, so only they are placed (it was live, so it is not
 -- collectable yet); callers know the node exists, so its content is not read.
-local function mark_superseded(id, by, now)
+-- `reason`: why, for the journal (a pass's supersession).
+local function mark_superseded(id, by, now, reason)
+  if reason then journal(id, reason) end
   local cur = redis.call('HMGET', nk(id), 'kind', 'pinned')
   redis.call('HSET', nk(id), 'superseded_by', by, 'superseded_at', now)
   local want = node_indexes({kind = cur[1], content = true, pinned = cur[2],
     superseded_by = by, superseded_at = now, emb = 0}, false, now)
   want.kind, want.unembedded, want.invalidate, want.premises = nil, nil, nil, nil
-  place(id, want, {expiry = true})
+  place(id, want, {expiry = true, forget = cur[1] == 'fact'})
   queue_dependents(id)
 end
 
@@ -118,16 +167,18 @@ end
 -- per node).
 local NOWHERE, GONE = nil, nil
 
-local function remove_node(id)
+-- Removes node `id` (if there) and journals why: `reason`.
+local function remove_node(id, reason)
   local k = nk(id)
   local f = redis.call('HMGET', k, 'kind', 'premises', 'emb_model')
   if not f[1] then return 0 end
-  queue_dependents(id)
+  journal(id, reason, queue_dependents(id))
   redis.call('DEL', P .. K.deps .. id)
   redis.call('UNLINK', k)
   NOWHERE = NOWHERE or node_indexes(false)
   GONE = GONE or {expiry = true, gc = true, unembedded = true, invalidate = true}
   GONE.kind, GONE.premises = f[1], f[2] and cjson.decode(f[2])
+  GONE.forget = f[1] == 'fact'  -- only facts are scored
   place(id, NOWHERE, GONE)
   if f[3] then redis.call('HINCRBY', P .. K.meta, 'emb_version', 1) end
   return 1

@@ -57,11 +57,11 @@ local function write_node(id, old, kind, now, sup, premises, pinned, expires_at,
   -- The model matters only to a node that keeps a vector.
   local model = kept and redis.call('HGET', P .. K.meta, 'embed_model')
   local want = node_indexes({kind = kind, content = content, pinned = pinned,
-    expires_at = expires_at ~= '' and expires_at, premises = premises,
+    expires_at = expires_at ~= '' and expires_at, premises = premises, written_at = now,
     emb = kept and #old[2] or 0, emb_model = kept and old[3]}, model, now)
   -- Where it may be: where the rule put the node it replaces. Only an environment node
   -- can be in the expiry index; a new node is in none.
-  place(id, want, {expiry = old[5] == 'environment', unembedded = true,
+  place(id, want, {expiry = old[5] == 'environment', forget = old[5] == 'fact', unembedded = true,
     premises = old[4] and cjson.decode(old[4])})
   if sup ~= '' then
     redis.call('HSET', k, 'supersedes', sup)

@@ -6,6 +6,7 @@ from ..pipeline import Step
 from .collect import Collect
 from .embed import Embed
 from .export import Export
+from .forget import Forget
 from .invalidate import Invalidate
 from .profiles import Profiles
 from .prune import Prune
@@ -18,6 +19,7 @@ STEPS: tuple[Step, ...] = (
     Trajectories(),  # trajectories -> tool and source insights
     Profiles(),  # outcome profiles -> model insights
     Prune(),  # expired environment observations
+    Forget(),  # facts over the memory budget or unused (off unless set)
     Invalidate(),  # conclusions whose premises went
     Collect(),  # superseded nodes
     Embed(),  # nodes without a current embedding

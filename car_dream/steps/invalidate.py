@@ -9,8 +9,8 @@ class Invalidate:
     name = "invalidate"
 
     def due(self, ctx: PassContext) -> bool:
-        # Pruning queues the dependents of what it removed.
-        return ctx.sizes.conclusions_to_check > 0 or ctx.report.expired_pruned > 0
+        r = ctx.report  # what pruning and forgetting removed queued its dependents
+        return ctx.sizes.conclusions_to_check > 0 or r.expired_pruned > 0 or r.forgotten > 0
 
     def run(self, ctx: PassContext) -> None:
         # Each conclusion is invalidated at most once: that bounds the cascade.

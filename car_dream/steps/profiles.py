@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from ..insight_reads import PROFILES_FILE_READ
 from ..insights import slot_id
 from ..pipeline import PassContext
 from ..profiles import MISSING, load_profiles, profile_digest, profile_insight
-from ..store import PROFILES_FILE_READ
 from .trajectories import apply_insights, insight_fact
 
 

@@ -14,7 +14,7 @@ class Stats:
     def run(self, ctx: PassContext) -> None:
         r = ctx.report
         # The sizes read at the start still hold unless a step removed or embedded nodes.
-        changed = r.expired_pruned or r.superseded_gc or r.nodes_embedded
+        changed = r.expired_pruned or r.superseded_gc or r.nodes_embedded or r.forgotten
         sizes = ctx.refresh_sizes() if changed else ctx.sizes
         r.total_nodes = sizes.total_nodes
         r.embedding_coverage = sizes.embedding_coverage

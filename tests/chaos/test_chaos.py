@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 import redis
 
 from car_dream.celery_config import beat_max_loop_interval
+from car_dream.journal import REMOVALS, JournalEntry, entries
 from car_dream.store import MemoryStore
 from car_dream.tasks import TASK_NAME
 
@@ -254,6 +256,9 @@ def test_3_writers_during_passes(
     assert sum(r.conclusions_invalidated for r in done) > 0
     procs.stop()
     procs.procs.clear()
+    # Read once the passes have stopped: the journal and the nodes at the same moment.
+    unaccounted = journal_accounts(client, store, rows)
+    assert unaccounted == [], unaccounted[:5]
     assert_invariants(store)
     dup = overlapping(tap.reports)
     assert dup == 0
@@ -266,9 +271,43 @@ def test_3_writers_during_passes(
             dup,
             "-",
             f"{sum(r.expired_pruned for r in done)} expired pruned, "
-            f"{sum(r.superseded_gc for r in done)} superseded collected",
+            f"{sum(r.superseded_gc for r in done)} superseded collected, "
+            f"each vanished node journaled once",
         )
     )
+
+
+def journal_accounts(client: redis.Redis, store: MemoryStore, rows: list[Any]) -> list[Any]:
+    """Every node the writers created that vanished, one removal entry per vanishing,
+    each with a reason that held when it was written; what does not add up."""
+    created: Counter[str] = Counter()
+    for r in rows:
+        if r["op"] in ("fact", "supersede", "conclusion") or (r["op"] == "env" and r["created"]):
+            created[r["id"]] += 1
+    removals: dict[str, list[JournalEntry]] = {}
+    for e in entries(client, store.keys):
+        if e.step in REMOVALS:
+            removals.setdefault(e.node, []).append(e)
+    wrong: list[Any] = []
+    for node, times in created.items():
+        vanished = times - (1 if client.exists(store.keys.node(node)) else 0)
+        got = removals.get(node, [])
+        if len(got) != vanished:
+            wrong.append((node, "vanished", vanished, "journaled", len(got)))
+        for e in got:
+            f = e.fields
+            if e.step == "prune":
+                true = float(f["expires_at"]) <= e.at + 1 and e.reason.startswith("expired at ")
+            elif e.step == "collect":
+                by = f.get("superseded_by")
+                true = by is not None and f.get("pinned") != "1"
+                true = true and e.reason == (f"superseded by {by}" if by else e.reason)
+                true = true and (by != "" or e.reason.startswith("invalidated: "))
+            else:
+                true = False
+            if not true:
+                wrong.append((node, e.step, e.reason, f))
+    return wrong
 
 
 # -- 4 -----------------------------------------------------------------------------
