@@ -31,7 +31,7 @@ SUFFIX = {
     "deps": "deps:",
     "kind": "kind:",
     "expiry": "idx:expiry",
-    "gc": "idx:gc",
+    "collectable": "idx:gc",
     "invalidate": "idx:invalidate",
     "unembedded": "idx:unembedded",
     "forget": "idx:forget",
@@ -112,7 +112,7 @@ class Keys:
     @property
     def collectable(self) -> str:
         """Sorted set: superseded, unpinned node id -> superseded_at."""
-        return self.prefix + SUFFIX["gc"]
+        return self.prefix + SUFFIX["collectable"]
 
     @property
     def invalidate(self) -> str:

@@ -28,9 +28,9 @@ for i = 2, #ARGV do
     if not score then p[#p + 1] = 'expiry_missing'
     elseif tonumber(score) ~= tonumber(want.expiry) then p[#p + 1] = 'expiry_score' end
   elseif score then p[#p + 1] = 'expiry_stale' end
-  local g = redis.call('ZSCORE', P .. K.gc, id)
-  if want.gc and not g then p[#p + 1] = 'gc_missing'
-  elseif g and not want.gc then p[#p + 1] = 'gc_stale' end
+  local g = redis.call('ZSCORE', P .. K.collectable, id)
+  if want.collectable and not g then p[#p + 1] = 'gc_missing'
+  elseif g and not want.collectable then p[#p + 1] = 'gc_stale' end
   local fs = redis.call('ZSCORE', P .. K.forget, id)
   if want.forget then
     if not fs then p[#p + 1] = 'forget_missing'

@@ -9,7 +9,7 @@ local idx, max, cutoff = P .. K.forget, tonumber(ARGV[7]), tonumber(ARGV[8])
 local function wanted()
   local over = 0
   if max then
-    local live = -redis.call('ZCARD', P .. K.gc)  -- superseded nodes go anyway
+    local live = -redis.call('ZCARD', P .. K.collectable)  -- superseded nodes go anyway
     for _, kind in ipairs(KINDS) do live = live + redis.call('SCARD', P .. K.kind .. kind) end
     over = math.max(live - max, 0)
   end

@@ -35,7 +35,7 @@ end
 --               kind, or no content), which belongs in no index
 --   expiry      its score in the expiry index: a live, unpinned environment node that
 --               expires is pruned at its expires_at; else false
---   gc          its score in the collectable index: superseded and unpinned, it is
+--   collectable its score in the collectable index: superseded and unpinned, it is
 --               collected, oldest supersession first; else false
 --   forget      its score in the forgettable index (forget_score): a live, unpinned
 --               fact; else false (pinned nodes are never scored)
@@ -49,13 +49,13 @@ local function node_indexes(f, model, now)
   local known = false
   for i = 1, #KINDS do known = known or (f and f.kind == KINDS[i]) end
   if not (known and f.content) then
-    return {kind = false, expiry = false, gc = false, unembedded = false,
+    return {kind = false, expiry = false, collectable = false, unembedded = false,
       invalidate = false, premises = NONE, lost = 0, forget = false}
   end
   local live, pinned = not f.superseded_by, f.pinned == '1'
   local want = {kind = f.kind, premises = NONE, lost = 0, invalidate = false,
     expiry = f.kind == 'environment' and live and not pinned and f.expires_at or false,
-    gc = not live and not pinned and (f.superseded_at or now) or false,
+    collectable = not live and not pinned and (f.superseded_at or now) or false,
     forget = f.kind == 'fact' and live and not pinned and forget_score(f, now) or false,
     unembedded = not (f.emb > 0 and f.emb_model and ((not model) or f.emb_model == model))}
   if f.kind == 'conclusion' then
@@ -86,12 +86,12 @@ local function place(id, want, may)
   elseif kind ~= nil and was and was ~= kind then
     redis.call('SREM', P .. K.kind .. was, id)
   end
-  local expiry, gc, unembedded, invalidate = want.expiry, want.gc, want.unembedded, want.invalidate
+  local expiry, collectable, unembedded, invalidate = want.expiry, want.collectable, want.unembedded, want.invalidate
   if expiry then redis.call('ZADD', P .. K.expiry, expiry, id)
   elseif expiry == false and may.expiry then redis.call('ZREM', P .. K.expiry, id) end
   -- NX: a node already collectable keeps its place in the queue.
-  if gc then redis.call('ZADD', P .. K.gc, 'NX', gc, id)
-  elseif gc == false and may.gc then redis.call('ZREM', P .. K.gc, id) end
+  if collectable then redis.call('ZADD', P .. K.collectable, 'NX', collectable, id)
+  elseif collectable == false and may.collectable then redis.call('ZREM', P .. K.collectable, id) end
   local forget = want.forget
   if forget then redis.call('ZADD', P .. K.forget, forget, id)
   elseif forget == false and may.forget then redis.call('ZREM', P .. K.forget, id) end
@@ -148,7 +148,7 @@ local function journal(id, reason, deps)
 end
 
 -- Marks live node `id` superseded by `by` ('' when invalidated). Of its indexes only
--- expiry and gc depend on that, so only they are placed (it was live, so it is not
+-- expiry and collectable depend on that, so only they are placed (it was live, so it is not
 -- collectable yet); callers know the node exists, so its content is not read.
 -- `reason`: why, for the journal (a pass's supersession).
 local function mark_superseded(id, by, now, reason)
@@ -176,7 +176,7 @@ local function remove_node(id, reason)
   redis.call('DEL', P .. K.deps .. id)
   redis.call('UNLINK', k)
   NOWHERE = NOWHERE or node_indexes(false)
-  GONE = GONE or {expiry = true, gc = true, unembedded = true, invalidate = true}
+  GONE = GONE or {expiry = true, collectable = true, unembedded = true, invalidate = true}
   GONE.kind, GONE.premises = f[1], f[2] and cjson.decode(f[2])
   GONE.forget = f[1] == 'fact'  -- only facts are scored
   place(id, NOWHERE, GONE)
