@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 import fakeredis
+import pytest
 import redis
 
 from car_dream.clock import ServerClock
@@ -24,6 +25,20 @@ def test_the_server_clock_is_the_redis_servers_time(real_client: redis.Redis) ->
     clock = ServerClock(real_client, "car-dream:{x}:lock")
     secs, micros = real_client.time()
     assert abs(clock() - (secs + micros / 1e6)) < 5
+
+
+def test_a_reading_is_carried_forward_for_a_second_then_read_again(
+    real_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = ServerClock(real_client, "car-dream:{x}:lock")
+    reads: list[float] = []
+    read = clock._read
+    monkeypatch.setattr(clock, "_read", lambda: reads.append(0) or read())
+    first, second = clock(), clock()
+    assert len(reads) == 1 and 0 <= second - first < 1  # one round trip, time still moves
+    monkeypatch.setattr(ServerClock, "REREAD_SECS", 0.0)
+    third = clock()
+    assert len(reads) == 2 and third >= second
 
 
 def test_a_worker_clock_an_hour_fast_prunes_nothing_early(
