@@ -41,7 +41,7 @@ class Step(Protocol):
 @dataclass
 class PassContext:
     """What the steps of one pass share: the store, the lock, the report and the clock
-    (the Redis server's ``TIME``, read once per batch, unless a test gives one)."""
+    (the Redis server's ``TIME``, see :mod:`car_dream.clock`, unless a test gives one)."""
 
     store: MemoryStore
     config: DreamConfig
