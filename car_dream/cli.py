@@ -13,6 +13,7 @@ from typing import Any
 import click
 import redis
 
+from .cli_calibrate import calibrate
 from .cli_dev import dev
 from .cli_embedded import embedded
 from .cli_env import Env, pass_env
@@ -91,6 +92,7 @@ for command in (
     journal,
     restore,
     undo,
+    calibrate,
 ):
     cli.add_command(command)
 

@@ -118,6 +118,13 @@ class DreamConfig(BaseSettings):
     embedder_timeout_secs: float = Field(30.0, gt=0, le=600, description="Per model request.")
     embedder_retries: int = Field(2, ge=0, le=10, description="Tries after a failed request.")
     embed_batch: int = Field(32, ge=1, le=10_000, description="Texts per model call.")
+    merge: bool = Field(True, description="The merge step: duplicates of new nodes merged.")
+    merge_threshold: float | None = Field(
+        None, gt=0, le=1, description="Cosine for a merge; unset: the embedder's calibrated one."
+    )
+    merge_across_subjects: bool = Field(
+        False, description="Merge duplicates of different subjects (same kind still)."
+    )
 
     @field_validator("redis_url")
     @classmethod

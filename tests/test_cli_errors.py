@@ -48,10 +48,14 @@ COMMANDS: dict[str, list[str]] = {
     "journal": [],
     "restore": ["n1"],
     "undo": ["0123abcd"],
+    "calibrate": ["--threshold", "0.9"],
 }
 # These manage the embedded server under CAR_DREAM_DATA_DIR and never talk to
 # CAR_DREAM_REDIS_URL: an unreachable one is no error of theirs.
 LOCAL = ("embedded status", "embedded stop")
+# These never talk to Redis at all (the labelled pairs ship in the package): a Redis
+# that is away or refuses the password is no error of theirs; a bad setting is.
+OFFLINE = ("calibrate",)
 # The exporter waits for an unreachable Redis, serving car_dream_redis_up 0
 # (tests/test_exporter.py); a bad setting or a refused password stop it like the rest.
 WAITS = ("exporter",)
@@ -112,6 +116,12 @@ def assert_one_line(
         assert all(w in lines[0] for w in words), what
 
 
+def assert_offline_ran(done: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    for name, out in done.items():
+        assert out.returncode == 0 and "precision" in out.stdout, (name, out)
+        assert "Traceback" not in out.stderr + out.stdout, (name, out)
+
+
 def test_every_command_names_a_bad_setting_and_exits_2(tmp_path: Path) -> None:
     done = run_all(
         tmp_path,
@@ -124,6 +134,7 @@ def test_every_command_names_a_bad_setting_and_exits_2(tmp_path: Path) -> None:
 def test_every_command_says_redis_is_unreachable_and_exits_1(tmp_path: Path) -> None:
     done = run_all(tmp_path, WAITS, CAR_DREAM_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     local = {name: done.pop(name) for name in LOCAL}
+    assert_offline_ran({name: done.pop(name) for name in OFFLINE})
     assert_one_line(done, 1)
     for name, out in local.items():
         assert out.returncode == 0 and "running under" in out.stdout, (name, out)
@@ -137,6 +148,7 @@ def test_every_command_says_redis_refused_the_password_and_exits_1(
     done = run_all(tmp_path, CAR_DREAM_REDIS_URL=f"redis://:wrong@127.0.0.1:{refusing.port}/0")
     for name in LOCAL:
         done.pop(name)
+    assert_offline_ran({name: done.pop(name) for name in OFFLINE})
     assert_one_line(done, 1)
     assert "wrong" not in "".join(o.stderr for o in done.values())  # the password, never shown
     assert all("refused the credentials" in o.stderr for o in done.values())
