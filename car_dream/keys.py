@@ -42,6 +42,9 @@ SUFFIX = {
     "insights": "insights",
     # Stream of every node a pass removed or superseded, and every restore (journal.py).
     "journal": "journal",
+    # Hash: exact-duplicate key (kind, subject, normalised content) -> node id. Only the
+    # merge step writes it (merge.lua); removing or rewriting a node drops its entry.
+    "digests": "idx:digest",
 }
 
 REDBEAT_PREFIX = "car-dream:redbeat"
@@ -134,6 +137,11 @@ class Keys:
         """Hash of namespace bookkeeping (embedding model, embedding version, the version
         of the profiles file last read)."""
         return self.prefix + SUFFIX["meta"]
+
+    @property
+    def digests(self) -> str:
+        """Hash: exact-duplicate key of a node (merge step) -> its id."""
+        return self.prefix + SUFFIX["digests"]
 
     @property
     def journal(self) -> str:

@@ -21,6 +21,7 @@ from .config import DreamConfig
 from .embedder import Embedder
 from .errors import LockLostError, PassCancelledError
 from .lock import PassLock
+from .merging import Embedded
 from .report import ConsolidationReport
 from .shutdown import SHUTDOWN
 from .store import IndexSizes, MemoryStore
@@ -50,6 +51,8 @@ class PassContext:
     embedder: Embedder
     clock: Callable[[], float]
     cancel_event: threading.Event | None = None
+    # The nodes the embed step stored vectors for in this pass (the merge step's input).
+    embedded: list[Embedded] = field(default_factory=list)
     _sizes: IndexSizes | None = field(default=None, repr=False)
 
     @property

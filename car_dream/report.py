@@ -35,6 +35,7 @@ class ConsolidationReport(BaseModel):
     embedding_coverage: float | None = None
     conclusions_invalidated: int = 0
     forgotten: int = 0  # facts the memory budget removed
+    duplicates_merged: int = 0  # nodes superseded as duplicates of a canonical node
     skipped_records: int = 0
     warnings: list[str] = Field(default_factory=list)
     namespace: str = "default"
@@ -62,6 +63,7 @@ class ConsolidationReport(BaseModel):
             or self.nodes_embedded > 0
             or self.trajectory_insights > 0
             or self.forgotten > 0
+            or self.duplicates_merged > 0
         )
 
     def warn(self, message: str, *, skipped: int = 0) -> None:

@@ -70,6 +70,7 @@ PARTS = {
     "restore": ("lib", "check"),
     "touch": ("lib",),
     "forget": ("lib",),
+    "merge": ("lib",),
 }
 
 SOURCES = {
@@ -97,3 +98,4 @@ class Scripts(PerClient):
         self.restore = script("restore")
         self.touch = script("touch")
         self.forget = script("forget")
+        self.merge = script("merge")

@@ -359,7 +359,7 @@ def test_pass_on_fake_and_real_redis_agree(
     assert reports[0] == reports[1]
     assert reports[0]["expired_pruned"] == 1 and reports[0]["superseded_gc"] == 2
     # Every step was due, and each one's time is in the report in the order it ran.
-    ran = ["trajectories", "prune", "invalidate", "collect", "embed", "stats"]
+    ran = ["trajectories", "prune", "invalidate", "collect", "embed", "merge", "stats"]
     assert reports[0]["step_ms"] == ran
 
 

@@ -162,6 +162,13 @@ local function mark_superseded(id, by, now, reason)
   queue_dependents(id)
 end
 
+-- Takes node `id` out of the digest index (merge.lua) if its entry there is its own.
+local function forget_digest(id, digest)
+  if redis.call('HGET', P .. K.digests, digest) == id then
+    redis.call('HDEL', P .. K.digests, digest)
+  end
+end
+
 -- Built on first use, once per script call (a pass removes many nodes in one): the
 -- indexes of no node, and where a removed node may be (its kind and premises are set
 -- per node).
@@ -170,8 +177,9 @@ local NOWHERE, GONE = nil, nil
 -- Removes node `id` (if there) and journals why: `reason`.
 local function remove_node(id, reason)
   local k = nk(id)
-  local f = redis.call('HMGET', k, 'kind', 'premises', 'emb_model')
+  local f = redis.call('HMGET', k, 'kind', 'premises', 'emb_model', 'digest')
   if not f[1] then return 0 end
+  if f[4] then forget_digest(id, f[4]) end
   journal(id, reason, queue_dependents(id))
   redis.call('DEL', P .. K.deps .. id)
   redis.call('UNLINK', k)

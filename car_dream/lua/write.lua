@@ -1,10 +1,10 @@
 -- Writing a node, for the scripts that do (after lib.lua).
 
 -- What a write reads of the node it replaces: {content, emb, emb_model, premises, kind,
--- superseded_by}.
+-- superseded_by, digest}.
 local function read_old(id)
   return redis.call('HMGET', nk(id), 'content', 'emb', 'emb_model', 'premises', 'kind',
-    'superseded_by')
+    'superseded_by', 'digest')
 end
 
 -- Checks a write of node `id` (`old`: from read_old) of `kind` superseding `sup` citing
@@ -40,6 +40,8 @@ end
 local function write_node(id, old, kind, now, sup, premises, pinned, expires_at, fields)
   local k = nk(id)
   local rev = redis.call('HINCRBY', P .. K.meta, 'rev', 1)
+  -- Its digest (the merge step's, recorded again when it is embedded) goes with it.
+  if old[7] then forget_digest(id, old[7]) end
   redis.call('DEL', k)
   local content = nil
   for i = 1, #fields, 2 do if fields[i] == 'content' then content = fields[i + 1] end end

@@ -8,6 +8,7 @@ from .embed import Embed
 from .export import Export
 from .forget import Forget
 from .invalidate import Invalidate
+from .merge import Merge
 from .profiles import Profiles
 from .prune import Prune
 from .stats import Stats
@@ -23,6 +24,7 @@ STEPS: tuple[Step, ...] = (
     Invalidate(),  # conclusions whose premises went
     Collect(),  # superseded nodes
     Embed(),  # nodes without a current embedding
+    Merge(),  # duplicates of the nodes just embedded (off with CAR_DREAM_MERGE=false)
     Stats(),  # node count and coverage for the report
     Export(),  # the .npz embeddings file
 )

@@ -17,8 +17,11 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from ..embedder import Embedder, embed_checked
 from ..errors import EmbedderError, shown
+from ..merging import Embedded
 from ..pipeline import PassContext
 
 Page = tuple[str, list[list[Any]]]
@@ -71,6 +74,11 @@ class Embed:
                         failure = exc
                         break
                     dims = args[1] // 4 or dims
+                    if ctx.config.merge and live:
+                        vectors = np.frombuffer(args[4], np.float32).reshape(len(live), -1)
+                        ctx.embedded.extend(
+                            Embedded(i, r, v) for (i, _, r), v in zip(live, vectors, strict=True)
+                        )
                     if pending is not None:
                         ctx.report.nodes_embedded += pending.result()
                     pending = writer.submit(store, args)

@@ -1,0 +1,130 @@
+"""The merge step on a store: exact duplicates on any Redis and with any embedder, the
+canonical rule, pinned nodes, conclusions moved (not invalidated), the journal, the fence,
+an idle pass, CAR_DREAM_MERGE=false."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from car_dream.check import check_store
+from car_dream.config import DreamConfig, load_config
+from car_dream.consolidate import run_pass
+from car_dream.journal import entries
+from car_dream.store import MemoryStore
+
+NOW = 1_800_000_000.0
+
+
+def clock() -> float:
+    return NOW
+
+
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.integration)])
+def store(request: pytest.FixtureRequest) -> MemoryStore:
+    return request.getfixturevalue("fake_store" if request.param == "fake" else "real_store")
+
+
+def force_pass(store: MemoryStore, config: DreamConfig, **kw: Any) -> Any:
+    report = run_pass(store, config, force=True, clock=kw.pop("clock", clock), **kw)
+    assert report.status == "completed", report.reason
+    return report
+
+
+def live(store: MemoryStore, node_id: str) -> bool:
+    node = store.get(node_id)
+    return node is not None and not node.superseded
+
+
+def test_exact_duplicates_merge_into_the_newest(store: MemoryStore, config: DreamConfig) -> None:
+    store.ingest_fact("a", "prefs", "The user prefers dark mode.", timestamp=100.0)
+    store.ingest_fact("b", "prefs", "the user  PREFERS dark mode.", timestamp=200.0)
+    store.ingest_fact("c", "other", "The user prefers dark mode.", timestamp=300.0)
+    report = force_pass(store, config)
+    assert report.duplicates_merged == 1 and report.did_work
+    assert live(store, "b") and live(store, "c")  # c: another subject
+    node = store.get("a")
+    assert node is not None and node.superseded_by == "b"
+    journaled = list(entries(store.client, store.keys, node="a"))
+    assert [(e.step, e.reason) for e in journaled] == [("merge", "duplicate")]
+    # GC collects the duplicate as any superseded node, on the next pass.
+    again = force_pass(store, config)
+    assert again.superseded_gc == 1 and store.get("a") is None
+    assert check_store(store).ok
+
+
+def test_a_later_exact_duplicate_is_found_through_the_digest_index(
+    store: MemoryStore, config: DreamConfig
+) -> None:
+    store.ingest_fact("a", "s", "Backups are encrypted.", timestamp=100.0)
+    assert force_pass(store, config).duplicates_merged == 0
+    store.ingest_fact("b", "s", "Backups  are encrypted.", timestamp=50.0)
+    assert force_pass(store, config).duplicates_merged == 1
+    assert live(store, "a")  # the newer timestamp survives, not the newer write
+    assert store.get("b").superseded_by == "a"  # type: ignore[union-attr]
+
+
+def test_a_pinned_node_is_never_merged_away(store: MemoryStore, config: DreamConfig) -> None:
+    store.ingest_fact("old", "s", "The API key rotates monthly.", timestamp=1.0, pinned=True)
+    store.ingest_fact("new", "s", "The API key rotates monthly.", timestamp=9.0)
+    force_pass(store, config)
+    assert live(store, "old")
+    assert store.get("new").superseded_by == "old"  # type: ignore[union-attr]
+
+
+def test_two_pinned_duplicates_both_stay(store: MemoryStore, config: DreamConfig) -> None:
+    store.ingest_fact("p1", "s", "Same text.", pinned=True)
+    store.ingest_fact("p2", "s", "same text.", pinned=True)
+    assert force_pass(store, config).duplicates_merged == 0
+    assert live(store, "p1") and live(store, "p2")
+
+
+def test_conclusions_move_to_the_canonical_not_invalidated(
+    store: MemoryStore, config: DreamConfig
+) -> None:
+    store.ingest_fact("f_old", "weather", "It rains in Bergen.", timestamp=1.0)
+    store.ingest_fact("f_new", "weather", "it rains in bergen.", timestamp=2.0)
+    store.ingest_fact("g", "plans", "A walk at noon.")
+    store.ingest_conclusion("c1", "Take an umbrella.", premises=["f_old", "g"])
+    store.ingest_conclusion("c2", "Wear boots.", premises=["f_old", "f_new"])
+    report = force_pass(store, config)
+    assert report.duplicates_merged == 1 and report.conclusions_invalidated == 0
+    assert store.get("c1").premises == ["f_new", "g"]  # type: ignore[union-attr]
+    assert store.get("c2").premises == ["f_new"]  # type: ignore[union-attr]
+    deps = store.client.smembers(store.keys.dependents("f_new"))
+    assert deps == {b"c1", b"c2"}
+    assert not store.client.exists(store.keys.dependents("f_old"))
+    again = force_pass(store, config)
+    assert again.conclusions_invalidated == 0 and again.superseded_gc == 1
+    assert live(store, "c1") and live(store, "c2")
+    assert check_store(store).ok
+
+
+def test_merging_off(store: MemoryStore, tmp_path: Any) -> None:
+    config = load_config(data_dir=tmp_path, merge=False)
+    store.ingest_fact("a", "s", "Twice.")
+    store.ingest_fact("b", "s", "twice.")
+    report = force_pass(store, config)
+    assert report.duplicates_merged == 0 and "merge" not in report.step_ms
+    assert live(store, "a") and live(store, "b")
+
+
+def test_an_idle_pass_does_not_run_the_step(store: MemoryStore, config: DreamConfig) -> None:
+    store.ingest_fact("a", "s", "Once.")
+    assert "merge" in force_pass(store, config).step_ms
+    assert "merge" not in force_pass(store, config).step_ms
+
+
+def test_a_node_removed_or_rewritten_leaves_the_digest_index(
+    store: MemoryStore, config: DreamConfig
+) -> None:
+    store.ingest_fact("a", "s", "Kept.")
+    store.ingest_fact("b", "s", "Rewritten.")
+    force_pass(store, config)
+    assert store.client.hlen(store.keys.digests) == 2
+    store.ingest_fact("b", "s", "Rewritten, with other words.")
+    assert store.client.hlen(store.keys.digests) == 1
+    store.ingest_fact("a2", "s", "Other.", supersedes="a")
+    force_pass(store, config)  # a collected; a2 and b recorded
+    assert set(store.client.hvals(store.keys.digests)) == {b"a2", b"b"}
