@@ -118,6 +118,9 @@ class DreamConfig(BaseSettings):
     embedder_timeout_secs: float = Field(30.0, gt=0, le=600, description="Per model request.")
     embedder_retries: int = Field(2, ge=0, le=10, description="Tries after a failed request.")
     embed_batch: int = Field(32, ge=1, le=10_000, description="Texts per model call.")
+    search_scan_limit: int = Field(
+        10_000, ge=1, description="Search without Redis 8 vector sets scans at most this many."
+    )
 
     @field_validator("redis_url")
     @classmethod

@@ -42,6 +42,9 @@ SUFFIX = {
     "insights": "insights",
     # Stream of every node a pass removed or superseded, and every restore (journal.py).
     "journal": "journal",
+    # Vector set (Redis 8): every live node embedded with the namespace's model, element =
+    # node id, attributes {kind, s: subject tag} for the search filters (car_dream/search.py).
+    "vectors": "idx:vectors",
 }
 
 REDBEAT_PREFIX = "car-dream:redbeat"
@@ -128,6 +131,11 @@ class Keys:
     def unembedded(self) -> str:
         """Set of node ids without an embedding for the current model."""
         return self.prefix + SUFFIX["unembedded"]
+
+    @property
+    def vectors(self) -> str:
+        """Vector set (Redis 8 only): node id -> vector of every live embedded node."""
+        return self.prefix + SUFFIX["vectors"]
 
     @property
     def meta(self) -> str:
