@@ -20,6 +20,7 @@ from .errors import (
     LockLostError,
     PassCancelledError,
     PassFailedError,
+    SearchUnavailableError,
     SupersededNodeError,
     UnknownNodeError,
 )
@@ -28,6 +29,7 @@ from .keys import Keys
 from .loop import DreamHandle, spawn_dream_loop
 from .report import ConsolidationReport
 from .schedule import beat_entry, ensure_dream_task
+from .search import SearchHit
 from .store import MemoryStore, Node, WriteBatch
 
 __all__ = [
@@ -46,6 +48,8 @@ __all__ = [
     "Node",
     "PassCancelledError",
     "PassFailedError",
+    "SearchHit",
+    "SearchUnavailableError",
     "SupersededNodeError",
     "UnknownNodeError",
     "WriteBatch",

@@ -55,7 +55,10 @@ class Env:
         from .store import MemoryStore
 
         return MemoryStore(
-            self.client, self.config.namespace, access_resolution=self.config.access_resolution_secs
+            self.client,
+            self.config.namespace,
+            access_resolution=self.config.access_resolution_secs,
+            search_scan_limit=self.config.search_scan_limit,
         )
 
 

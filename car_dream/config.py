@@ -125,6 +125,9 @@ class DreamConfig(BaseSettings):
     merge_across_subjects: bool = Field(
         False, description="Merge duplicates of different subjects (same kind still)."
     )
+    search_scan_limit: int = Field(
+        10_000, ge=1, description="Search without Redis 8 vector sets scans at most this many."
+    )
 
     @field_validator("redis_url")
     @classmethod

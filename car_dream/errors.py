@@ -14,6 +14,7 @@ __all__ = [
     "PassFailedError",
     "RedisFullError",
     "RepairRefusedError",
+    "SearchUnavailableError",
     "SupersededNodeError",
     "UnknownNodeError",
     "redis_full",
@@ -51,6 +52,10 @@ class UnknownNodeError(CarDreamError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its argument; a sentence reads better
         return str(self.args[0]) if self.args else ""
+
+
+class SearchUnavailableError(CarDreamError):
+    """Search by meaning at this size needs Redis 8 (vector sets); the message says why."""
 
 
 class SupersededNodeError(CarDreamError):

@@ -45,6 +45,9 @@ SUFFIX = {
     # Hash: exact-duplicate key (kind, subject, normalised content) -> node id. Only the
     # merge step writes it (merge.lua); removing or rewriting a node drops its entry.
     "digests": "idx:digest",
+    # Vector set (Redis 8): every live node embedded with the namespace's model, element =
+    # node id, attributes {kind, s: subject tag} for the search filters (car_dream/search.py).
+    "vectors": "idx:vectors",
 }
 
 REDBEAT_PREFIX = "car-dream:redbeat"
@@ -131,6 +134,11 @@ class Keys:
     def unembedded(self) -> str:
         """Set of node ids without an embedding for the current model."""
         return self.prefix + SUFFIX["unembedded"]
+
+    @property
+    def vectors(self) -> str:
+        """Vector set (Redis 8 only): node id -> vector of every live embedded node."""
+        return self.prefix + SUFFIX["vectors"]
 
     @property
     def meta(self) -> str:

@@ -15,6 +15,10 @@ KINDS: tuple[NodeKind, ...] = ("fact", "environment", "conclusion")
 # The half-life of a fact's relevance in the forgetting score (README "The memory
 # budget"). Fixed: the stored scores are valid for one value only.
 FORGET_HALF_LIFE_SECS = 7 * 86400
+# How the vector index (Redis 8 vector sets) stores each vector: "Q8" (8-bit, the vector
+# sets' default) or "NOQUANT" (float32). Chosen by recall measured in benchmarks/
+# search_rows.py; changing it takes effect as vectors are added (check --repair rebuilds).
+VECTOR_QUANT = "Q8"
 
 
 def text(value: bytes | None) -> str | None:

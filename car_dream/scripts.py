@@ -27,7 +27,7 @@ from redis.commands.core import Script
 
 from .keys import SUFFIX
 from .lock import RUNNING
-from .node import FORGET_HALF_LIFE_SECS, KINDS
+from .node import FORGET_HALF_LIFE_SECS, KINDS, VECTOR_QUANT
 from .registry import PerClient
 
 __all__ = ["Scripts"]
@@ -45,6 +45,7 @@ PRELUDE = (
     "local KINDS = {" + ", ".join(map(_lua_string, KINDS)) + "}\n"
     f"local RUNNING = {_lua_string(RUNNING)}\n"
     f"local HALF_LIFE = {int(FORGET_HALF_LIFE_SECS)}\n"
+    f"local VECTOR_QUANT = {_lua_string(VECTOR_QUANT)}\n"
 )
 
 
@@ -71,6 +72,7 @@ PARTS = {
     "touch": ("lib",),
     "forget": ("lib",),
     "merge": ("lib",),
+    "search": (),  # reads only
 }
 
 SOURCES = {
@@ -99,3 +101,4 @@ class Scripts(PerClient):
         self.touch = script("touch")
         self.forget = script("forget")
         self.merge = script("merge")
+        self.search = script("search")

@@ -17,6 +17,7 @@ from redis.exceptions import OutOfMemoryError
 
 from .batch import WriteBatch
 from .connection import connection_kwargs, database_of, is_cluster
+from .embedder import Embedder
 from .errors import ConfigError, RedisFullError
 from .insight_reads import InsightReads
 from .journal import Restored, restore
@@ -24,6 +25,7 @@ from .keys import NAMESPACES_KEY, Keys, validate_node_id
 from .node import KINDS, IndexSizes, Node, NodeKind, coverage, text
 from .report import ConsolidationReport
 from .scripts import Scripts
+from .search import DEFAULT_SCAN_LIMIT, SearchHit, search
 from .totals import queue_shared, queue_totals
 from .writes import WriteCall, Writes, check_reply, to_epoch
 
@@ -33,6 +35,7 @@ __all__ = [
     "MemoryStore",
     "Node",
     "NodeKind",
+    "SearchHit",
     "WriteBatch",
     "coverage",
     "to_epoch",
@@ -49,7 +52,12 @@ class MemoryStore(InsightReads, Writes[bool]):
     """
 
     def __init__(
-        self, client: Any, namespace: str = "default", *, access_resolution: float = 900
+        self,
+        client: Any,
+        namespace: str = "default",
+        *,
+        access_resolution: float = 900,
+        search_scan_limit: int = DEFAULT_SCAN_LIMIT,
     ) -> None:
         if connection_kwargs(client).get("decode_responses"):
             raise ConfigError("MemoryStore needs a Redis client with decode_responses=False")
@@ -59,6 +67,7 @@ class MemoryStore(InsightReads, Writes[bool]):
         self.scripts = Scripts.of(client)
         self._registered = False
         self.access_resolution = access_resolution  # CAR_DREAM_ACCESS_RESOLUTION_SECS
+        self.search_scan_limit = search_scan_limit  # CAR_DREAM_SEARCH_SCAN_LIMIT
 
     @property
     def reports_channel(self) -> str:
@@ -114,6 +123,32 @@ class MemoryStore(InsightReads, Writes[bool]):
             keys=[self.keys.meta],
             args=[self.keys.prefix, repr(time.time()), repr(self.access_resolution), *ids],
             client=client,
+        )
+
+    def search(
+        self,
+        query: str | Sequence[float],
+        k: int = 10,
+        *,
+        kind: NodeKind | None = None,
+        subject: str | None = None,
+        min_score: float | None = None,
+        embedder: Embedder | None = None,
+    ) -> list[SearchHit]:
+        """The ``k`` live nodes nearest ``query`` (a text, embedded with ``embedder`` or
+        the configured model, or a vector), closest first, by cosine similarity; only
+        ``kind`` / ``subject`` ones, scoring at least ``min_score``. See
+        :mod:`car_dream.search` (Redis 8 vector sets; an exact scan before Redis 8)."""
+        return search(
+            self.client,
+            self.keys,
+            query,
+            k,
+            kind=kind,
+            subject=subject,
+            min_score=min_score,
+            embedder=embedder,
+            scan_limit=self.search_scan_limit,
         )
 
     def embedding(self, node_id: str) -> tuple[str, np.ndarray] | None:

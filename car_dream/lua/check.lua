@@ -8,7 +8,7 @@ end
 -- Node `id`'s fields by name, as node_indexes takes them.
 local FIELDS = {'kind', 'content', 'pinned', 'expires_at', 'superseded_by',
   'superseded_at', 'premises', 'emb_model', 'supersedes', 'written_at', 'last_accessed',
-  'access_count'}
+  'access_count', 'subject'}
 local function read_node(id)
   local v = redis.call('HMGET', nk(id), unpack(FIELDS))
   local f = {}

@@ -41,6 +41,15 @@ for i = 2, #ARGV do
   if want.kind and not want.unembedded then v.emb = f.emb end
   if un and not want.unembedded then p[#p + 1] = 'unembedded_stale'
   elseif want.unembedded and not un then p[#p + 1] = 'unembedded_missing' end
+  if vsets() then
+    local attrs = redis.call('VGETATTR', P .. K.vectors, id)
+    if want.vector and not attrs then p[#p + 1] = 'vector_missing'
+    elseif attrs and not want.vector then p[#p + 1] = 'vector_stale'
+    elseif attrs then
+      local a, w = cjson.decode(attrs), cjson.decode(vector_attrs(want.vector))
+      if a.kind ~= w.kind or a.s ~= w.s then p[#p + 1] = 'vector_attrs' end
+    end
+  end
   for _, q in ipairs(want.premises) do
     if redis.call('SISMEMBER', P .. K.deps .. q, id) == 0 then p[#p + 1] = 'deps_missing:' .. q end
   end

@@ -10,6 +10,36 @@ local function nk(id) return P .. K.node .. id end
 
 local NONE = {}  -- an empty list, never added to
 
+-- Whether this server has vector sets (Redis 8): asked once per script call, on the
+-- server (no round trip), and only by a script that would touch the vector index. On a
+-- Redis without them the index is simply not kept (search scans, see search.py).
+local VSETS = nil
+local function vsets()
+  if VSETS == nil then
+    local r = redis.pcall('VCARD', P .. K.vectors)
+    VSETS = not (type(r) == 'table' and r.err)
+  end
+  return VSETS
+end
+
+-- The attributes of node `f` in the vector index: what search filters on. The subject
+-- goes in as the start of its SHA-1 (search.py subject_tag): a FILTER string has no
+-- escapes, a subject may hold both quotes, and may be long; search checks the subject
+-- itself on each hit.
+local function vector_attrs(f)
+  return cjson.encode({kind = f.kind, s = f.subject and redis.sha1hex(f.subject):sub(1, 16) or ''})
+end
+
+-- Puts node `id` (its vector read from its hash) in the vector index with `attrs`. A
+-- vector the set refuses (another dimension, written by hand) leaves it out: the check
+-- reports it and reindex drops the vector.
+local function vector_add(id, attrs, blob)
+  blob = blob or redis.call('HGET', nk(id), 'emb')
+  if blob then
+    redis.pcall('VADD', P .. K.vectors, 'FP32', blob, id, VECTOR_QUANT, 'SETATTR', attrs)
+  end
+end
+
 local function fence(lock_key, token)
   if redis.call('GET', lock_key) ~= RUNNING .. token then return 'lost' end
   if redis.call('GET', P .. K.cancel) == token then return 'cancelled' end
@@ -40,6 +70,8 @@ end
 --   forget      its score in the forgettable index (forget_score): a live, unpinned
 --               fact; else false (pinned nodes are never scored)
 --   unembedded  true when it has no vector for the current model
+--   vector      {kind, subject} (for vector_attrs) of a live node with a vector for
+--               the current model: it is in the vector index; else false
 --   invalidate  true for a live conclusion with a premise gone or superseded; nil
 --               (either) for another conclusion, which the pass pops and keeps
 --   premises    its premises that exist: it is in the dependents set of each
@@ -50,7 +82,7 @@ local function node_indexes(f, model, now)
   for i = 1, #KINDS do known = known or (f and f.kind == KINDS[i]) end
   if not (known and f.content) then
     return {kind = false, expiry = false, collectable = false, unembedded = false,
-      invalidate = false, premises = NONE, lost = 0, forget = false}
+      invalidate = false, premises = NONE, lost = 0, forget = false, vector = false}
   end
   local live, pinned = not f.superseded_by, f.pinned == '1'
   local want = {kind = f.kind, premises = NONE, lost = 0, invalidate = false,
@@ -58,6 +90,7 @@ local function node_indexes(f, model, now)
     collectable = not live and not pinned and (f.superseded_at or now) or false,
     forget = f.kind == 'fact' and live and not pinned and forget_score(f, now) or false,
     unembedded = not (f.emb > 0 and f.emb_model and ((not model) or f.emb_model == model))}
+  want.vector = live and not want.unembedded and {kind = f.kind, subject = f.subject}
   if f.kind == 'conclusion' then
     local stale = false
     want.premises = {}
@@ -99,6 +132,16 @@ local function place(id, want, may)
   elseif unembedded == false and may.unembedded then redis.call('SREM', P .. K.unembedded, id) end
   if invalidate then redis.call('SADD', P .. K.invalidate, id)
   elseif invalidate == false and may.invalidate then redis.call('SREM', P .. K.invalidate, id) end
+  -- The vector index: attributes set in place when the node is in it (its vector never
+  -- changes while it is: a new vector comes only through store_vectors.lua).
+  local vector = want.vector
+  if (vector or (vector == false and may.vector)) and vsets() then
+    if not vector then redis.call('VREM', P .. K.vectors, id)
+    else
+      local attrs = vector_attrs(vector)
+      if redis.call('VSETATTR', P .. K.vectors, id, attrs) == 0 then vector_add(id, attrs) end
+    end
+  end
   local premises, old = want.premises, may.premises
   if premises then
     for i = 1, #premises do redis.call('SADD', P .. K.deps .. premises[i], id) end
@@ -148,17 +191,17 @@ local function journal(id, reason, deps)
 end
 
 -- Marks live node `id` superseded by `by` ('' when invalidated). Of its indexes only
--- expiry and collectable depend on that, so only they are placed (it was live, so it is not
+-- expiry, collectable, forget and vector depend on that, so only they are placed (it was live, so it is not
 -- collectable yet); callers know the node exists, so its content is not read.
 -- `reason`: why, for the journal (a pass's supersession).
 local function mark_superseded(id, by, now, reason)
   if reason then journal(id, reason) end
-  local cur = redis.call('HMGET', nk(id), 'kind', 'pinned')
+  local cur = redis.call('HMGET', nk(id), 'kind', 'pinned', 'emb_model')
   redis.call('HSET', nk(id), 'superseded_by', by, 'superseded_at', now)
   local want = node_indexes({kind = cur[1], content = true, pinned = cur[2],
     superseded_by = by, superseded_at = now, emb = 0}, false, now)
   want.kind, want.unembedded, want.invalidate, want.premises = nil, nil, nil, nil
-  place(id, want, {expiry = true, forget = cur[1] == 'fact'})
+  place(id, want, {expiry = true, forget = cur[1] == 'fact', vector = cur[3]})
   queue_dependents(id)
 end
 
@@ -187,6 +230,7 @@ local function remove_node(id, reason)
   GONE = GONE or {expiry = true, collectable = true, unembedded = true, invalidate = true}
   GONE.kind, GONE.premises = f[1], f[2] and cjson.decode(f[2])
   GONE.forget = f[1] == 'fact'  -- only facts are scored
+  GONE.vector = f[3]  -- only an embedded node can be in the vector index
   place(id, NOWHERE, GONE)
   if f[3] then redis.call('HINCRBY', P .. K.meta, 'emb_version', 1) end
   return 1

@@ -18,7 +18,7 @@ for i = 5, #ARGV do
   end
   -- Where it may be is unknown: out of every index it does not belong in.
   place(id, want, {kind = true, expiry = true, collectable = true, unembedded = true, invalidate = true,
-    forget = true})
+    forget = true, vector = true})
   for _, c in ipairs(stale_dependents(id, want.kind)) do
     redis.call('SREM', P .. K.deps .. id, c)
   end

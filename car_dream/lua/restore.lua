@@ -36,7 +36,7 @@ end
 local model = redis.call('HGET', P .. K.meta, 'embed_model')
 -- Where it may be: nowhere once removed; in expiry/collectable/invalidate as invalidated.
 place(id, node_indexes(read_node(id), model, now),
-  {expiry = true, collectable = true, unembedded = true, invalidate = true, forget = true})
+  {expiry = true, collectable = true, unembedded = true, invalidate = true, forget = true, vector = true})
 -- The conclusions that cited it and still do cite it again.
 local deps = cjson.decode(ARGV[6])
 for _, c in ipairs(type(deps) == 'table' and deps or NONE) do

@@ -3,7 +3,8 @@
 -- nodes ('\n'-joined). One packed argument per column, so a pass sends a whole batch
 -- without one argument per vector. A vector is stored only if its node's revision is the
 -- one it was computed from, and only ids still in the unembedded index are stored and
--- counted, so an id read twice is stored once. Reply {'ok', stored} or {fence reply}.
+-- counted, so an id read twice is stored once. A live node's vector goes in the vector
+-- index too (Redis 8). Reply {'ok', stored} or {fence reply}.
 local f = fence(KEYS[1], ARGV[2]) if f then return {f} end
 local size, blob, idx = tonumber(ARGV[4]), ARGV[7], P .. K.unembedded
 local ids, revs, done = {}, {}, {}
@@ -16,10 +17,15 @@ for c = 1, #ids, 1000 do
   for j, id in ipairs(chunk) do
     local i = c + j - 1
     if listed[j] == 1 then
-      local cur = redis.call('HGET', nk(id), 'rev')
+      local node = redis.call('HMGET', nk(id), 'rev', 'kind', 'subject', 'superseded_by')
+      local cur = node[1]
       if cur == revs[i] then
-        redis.call('HSET', nk(id), 'emb', string.sub(blob, (i - 1) * size + 1, i * size),
-          'emb_model', ARGV[3])
+        local vector = string.sub(blob, (i - 1) * size + 1, i * size)
+        redis.call('HSET', nk(id), 'emb', vector, 'emb_model', ARGV[3])
+        -- The vector index holds live nodes only (node_indexes' vector).
+        if not node[4] and vsets() then
+          vector_add(id, vector_attrs({kind = node[2], subject = node[3]}), vector)
+        end
         n = n + 1
       end
       -- stored, or vanished: off the index; rewritten since it was read: still to embed

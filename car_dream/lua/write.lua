@@ -43,8 +43,11 @@ local function write_node(id, old, kind, now, sup, premises, pinned, expires_at,
   -- Its digest (the merge step's, recorded again when it is embedded) goes with it.
   if old[7] then forget_digest(id, old[7]) end
   redis.call('DEL', k)
-  local content = nil
-  for i = 1, #fields, 2 do if fields[i] == 'content' then content = fields[i + 1] end end
+  local content, subject = nil, nil
+  for i = 1, #fields, 2 do
+    if fields[i] == 'content' then content = fields[i + 1]
+    elseif fields[i] == 'subject' then subject = fields[i + 1] end
+  end
   local n = #fields
   if expires_at ~= '' then fields[n + 1], fields[n + 2], n = 'expires_at', expires_at, n + 2 end
   if #premises > 0 then fields[n + 1], fields[n + 2] = 'premises', cjson.encode(premises) end
@@ -60,11 +63,11 @@ local function write_node(id, old, kind, now, sup, premises, pinned, expires_at,
   local model = kept and redis.call('HGET', P .. K.meta, 'embed_model')
   local want = node_indexes({kind = kind, content = content, pinned = pinned,
     expires_at = expires_at ~= '' and expires_at, premises = premises, written_at = now,
-    emb = kept and #old[2] or 0, emb_model = kept and old[3]}, model, now)
+    emb = kept and #old[2] or 0, emb_model = kept and old[3], subject = subject}, model, now)
   -- Where it may be: where the rule put the node it replaces. Only an environment node
   -- can be in the expiry index; a new node is in none.
   place(id, want, {expiry = old[5] == 'environment', forget = old[5] == 'fact', unembedded = true,
-    premises = old[4] and cjson.decode(old[4])})
+    premises = old[4] and cjson.decode(old[4]), vector = old[3]})
   if sup ~= '' then
     redis.call('HSET', k, 'supersedes', sup)
     mark_superseded(sup, id, now)
