@@ -1,7 +1,8 @@
 """What the merge step decides, from what it reads: the nodes embedded in this pass, their
-exact duplicates (the digest index) and their near duplicates (``store.search``, when the
-store has it), grouped by :func:`car_dream.dedup.complete_linkage` and given a canonical
-by :func:`car_dream.dedup.canonical`. Nothing here writes; ``merge.lua`` applies.
+exact duplicates (the digest index, on any Redis) and their near duplicates
+(``store.search`` on a Redis with vector sets), grouped by
+:func:`car_dream.dedup.complete_linkage` and given a canonical by
+:func:`car_dream.dedup.canonical`. Nothing here writes; ``merge.lua`` applies.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dedup import MergeCandidate, canonical, complete_linkage, guard_blocks, normalise
+from .search import vector_sets_available
 from .store import MemoryStore
 
 __all__ = ["Embedded", "Member", "MergePlan", "digest_key", "plan_merges"]
@@ -145,15 +147,16 @@ def plan_merges(
     # Exact duplicates: one HMGET of the digest index, whatever the Redis or the model.
     hits = store.client.hmget(store.keys.digests, [m.digest for m in new])
     found = {h.decode() for h in hits if h is not None} - set(vectors)
-    search = getattr(store, "search", None)
-    if search is not None:
+    # Near duplicates: one VSIM per new node, on a Redis with vector sets only (a Redis 7
+    # would scan every node per query: there, exact duplicates only).
+    if vector_sets_available(store.client, store.keys):
         for m in new:
             if m.vector is None:
                 continue
-            hits = search(
+            hits = store.search(
                 [float(x) for x in m.vector],
                 search_k,
-                kind=m.kind,
+                kind=m.kind,  # type: ignore[arg-type]  # read from a live node: a kind
                 subject=None if across_subjects else (m.subject or None),
                 min_score=threshold,
             )
