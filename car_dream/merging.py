@@ -24,11 +24,10 @@ FIELDS = ("kind", "subject", "pinned", "timestamp", "rev", "superseded_by", "con
 
 @dataclass(frozen=True)
 class Embedded:
-    """A node the embed step stored a vector for in this pass."""
+    """A node the embed step stored a vector for in this pass, at revision ``rev``."""
 
     id: str
-    rev: str  # the revision whose content the vector is of
-    vector: np.ndarray
+    rev: str
 
 
 @dataclass
@@ -65,14 +64,11 @@ def _text(v: bytes | None) -> str | None:
 
 
 def read_members(
-    store: MemoryStore,
-    ids: Sequence[str],
-    vectors: dict[str, Embedded],
-    model: str,
-    new: bool,
+    store: MemoryStore, ids: Sequence[str], revs: dict[str, str], model: str, new: bool
 ) -> list[Member]:
-    """The live nodes among ``ids`` (one round trip), with their vectors: given (and then
-    only at the revision they were computed from), or read (those of ``model`` only)."""
+    """The live nodes among ``ids`` with their vectors of ``model`` (one round trip); an
+    id in ``revs`` only at that revision (a node rewritten since it was embedded is the
+    next pass's)."""
     pipe = store.client.pipeline(transaction=False)
     for i in ids:
         pipe.hmget(store.keys.node(i), *FIELDS, "emb", "emb_model")
@@ -81,12 +77,9 @@ def read_members(
         kind, subject, pinned, ts, rev, sup, content, emb, emb_model = raw
         if kind is None or content is None or rev is None or sup is not None:
             continue
-        given = vectors.get(i)
-        if given is not None and given.rev != rev.decode():
-            continue  # rewritten since it was embedded: the next pass embeds it again
-        vec = given.vector if given is not None else None
-        if vec is None and emb and _text(emb_model) == model:
-            vec = np.frombuffer(emb, dtype=np.float32)
+        if i in revs and revs[i] != rev.decode():
+            continue
+        vec = np.frombuffer(emb, np.float32) if emb and _text(emb_model) == model else None
         k, s, c = kind.decode(), _text(subject) or "", _text(content) or ""
         try:
             stamp = float(ts) if ts is not None else None
@@ -98,36 +91,58 @@ def read_members(
     return out
 
 
-def similarities(members: Sequence[Member], across_subjects: bool) -> np.ndarray:
+def _codes(values: Sequence[str]) -> np.ndarray:
+    index: dict[str, int] = {}
+    return np.array([index.setdefault(v, len(index)) for v in values])
+
+
+def similarities(members: Sequence[Member], threshold: float, across_subjects: bool) -> np.ndarray:
     """Cosine of every pair; 1 for exact duplicates; ``-inf`` for a pair that may not
-    merge (another kind or subject, two pinned nodes, blocked by the guard, no vector)."""
+    merge (another kind or subject, two pinned nodes, no vector, or, at or above the
+    threshold only, where it matters, blocked by the guard)."""
     n = len(members)
-    dims = {m.vector.shape[0] for m in members if m.vector is not None}
     sims = np.full((n, n), -np.inf)
-    if len(dims) == 1:
-        have = [i for i, m in enumerate(members) if m.vector is not None]
+    have = [i for i, m in enumerate(members) if m.vector is not None]
+    if have and len({members[i].vector.shape for i in have}) == 1:  # type: ignore[union-attr]
         mat = np.stack([members[i].vector for i in have]).astype(np.float64)  # type: ignore[misc]
         norms = np.linalg.norm(mat, axis=1)
-        norms[norms == 0] = 1.0
-        mat /= norms[:, None]
+        mat /= np.where(norms > 0, norms, 1.0)[:, None]
         sims[np.ix_(have, have)] = mat @ mat.T
-    for i, a in enumerate(members):
-        for j in range(i + 1, n):
-            b = members[j]
-            if a.digest == b.digest:
-                s = 1.0
-            elif (
-                a.kind != b.kind
-                or (a.subject != b.subject and not across_subjects)
-                or guard_blocks(a.content, b.content)
-            ):
-                s = -np.inf
-            else:
-                s = sims[i, j]
-            if a.pinned and b.pinned:
-                s = -np.inf  # one of them would be merged away
-            sims[i, j] = sims[j, i] = s
+    kinds = _codes([m.kind for m in members])
+    allowed = kinds[:, None] == kinds[None, :]
+    if not across_subjects:
+        subjects = _codes([m.subject for m in members])
+        allowed &= subjects[:, None] == subjects[None, :]
+    digests = _codes([m.digest for m in members])
+    exact = digests[:, None] == digests[None, :]
+    sims = np.where(exact, 1.0, np.where(allowed, sims, -np.inf))
+    pinned = np.array([m.pinned for m in members])
+    sims[np.outer(pinned, pinned)] = -np.inf  # one of them would be merged away
+    np.fill_diagonal(sims, 1.0)
+    for i, j in np.argwhere(np.triu(sims >= threshold, 1) & ~exact):
+        if guard_blocks(members[i].content, members[j].content):
+            sims[i, j] = sims[j, i] = -np.inf
     return sims
+
+
+def components(sims: np.ndarray, threshold: float) -> list[list[int]]:
+    """The connected parts (two or more) of the graph of pairs at or above the threshold:
+    complete linkage never joins two of them, so each is grouped on its own."""
+    n = len(sims)
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in np.argwhere(np.triu(sims >= threshold, 1)):
+        parent[root(int(i))] = root(int(j))
+    parts: dict[int, list[int]] = {}
+    for i in range(n):
+        parts.setdefault(root(i), []).append(i)
+    return [p for p in parts.values() if len(p) > 1]
 
 
 def plan_merges(
@@ -140,13 +155,13 @@ def plan_merges(
 ) -> MergePlan:
     """Groups of duplicates among the nodes embedded in this pass and the live nodes like
     them: exact duplicates through the digest index, near ones through ``store.search``."""
-    vectors = {e.id: e for e in embedded}
-    new = read_members(store, list(vectors), vectors, model, new=True)
+    revs = {e.id: e.rev for e in embedded}
+    new = read_members(store, list(revs), revs, model, new=True)
     if not new:
         return MergePlan([], [], 0)
     # Exact duplicates: one HMGET of the digest index, whatever the Redis or the model.
     hits = store.client.hmget(store.keys.digests, [m.digest for m in new])
-    found = {h.decode() for h in hits if h is not None} - set(vectors)
+    found = {h.decode() for h in hits if h is not None} - set(revs)
     # Near duplicates: one VSIM per new node, on a Redis with vector sets only (a Redis 7
     # would scan every node per query: there, exact duplicates only).
     if vector_sets_available(store.client, store.keys):
@@ -160,12 +175,19 @@ def plan_merges(
                 subject=None if across_subjects else (m.subject or None),
                 min_score=threshold,
             )
-            found.update(h.node.id for h in hits if h.node.id not in vectors)
+            found.update(h.node.id for h in hits if h.node.id not in revs)
     members = new + read_members(store, sorted(found), {}, model, new=False)
-    sims = similarities(members, across_subjects)
+    sims = similarities(members, threshold, across_subjects)
     groups: list[list[Member]] = []
     merged: set[str] = set()
-    for g in complete_linkage([m.id for m in members], sims, threshold):
+    linked = [
+        [part[i] for i in g]
+        for part in components(sims, threshold)
+        for g in complete_linkage(
+            [members[i].id for i in part], sims[np.ix_(part, part)], threshold
+        )
+    ]
+    for g in linked:
         group = [members[i] for i in g]
         if not any(m.new for m in group):
             continue  # old nodes only: not this pass's work

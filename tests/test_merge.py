@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from car_dream.check import check_store
 from car_dream.config import DreamConfig, load_config
 from car_dream.consolidate import run_pass
 from car_dream.journal import entries
+from car_dream.merging import Member, components, digest_key, similarities
 from car_dream.store import MemoryStore
 
 NOW = 1_800_000_000.0
@@ -128,3 +130,37 @@ def test_a_node_removed_or_rewritten_leaves_the_digest_index(
     store.ingest_fact("a2", "s", "Other.", supersedes="a")
     force_pass(store, config)  # a collected; a2 and b recorded
     assert set(store.client.hvals(store.keys.digests)) == {b"a2", b"b"}
+
+
+def member(i: str, content: str, vec: list[float], **kw: Any) -> Member:
+    kind, subject = kw.pop("kind", "fact"), kw.pop("subject", "s")
+    return Member(
+        id=i,
+        kind=kind,
+        subject=subject,
+        pinned=kw.pop("pinned", False),
+        timestamp=None,
+        rev="1",
+        content=content,
+        digest=digest_key(kind, subject, content),
+        vector=np.asarray(vec, np.float32),
+        new=True,
+    )
+
+
+def test_similarities_block_what_may_not_merge() -> None:
+    ms = [
+        member("a", "The meeting is at 3pm.", [1, 0]),
+        member("b", "The meeting is at 4pm.", [1, 0.01]),  # guard: another number
+        member("c", "The meeting will start at 3pm.", [1, 0.02], subject="t"),  # other subject
+        member("d", "THE MEETING IS AT 3PM.", [0, 1]),  # exact duplicate of a
+        member("e", "Pinned one.", [1, 0], pinned=True),
+        member("f", "pinned one.", [1, 0], pinned=True),
+    ]
+    sims = similarities(ms, 0.9, across_subjects=False)
+    assert sims[0, 1] == -np.inf and sims[0, 2] == -np.inf
+    assert sims[0, 3] == 1.0 and sims[4, 5] == -np.inf
+    across = similarities(ms, 0.9, across_subjects=True)
+    assert across[0, 2] > 0.99
+    parts = components(sims, 0.9)
+    assert [0, 3] in [sorted(p) for p in parts]

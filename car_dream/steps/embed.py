@@ -17,8 +17,6 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
-
 from ..embedder import Embedder, embed_checked
 from ..errors import EmbedderError, shown
 from ..merging import Embedded
@@ -74,11 +72,8 @@ class Embed:
                         failure = exc
                         break
                     dims = args[1] // 4 or dims
-                    if ctx.config.merge and live:
-                        vectors = np.frombuffer(args[4], np.float32).reshape(len(live), -1)
-                        ctx.embedded.extend(
-                            Embedded(i, r, v) for (i, _, r), v in zip(live, vectors, strict=True)
-                        )
+                    if ctx.config.merge:
+                        ctx.embedded.extend(Embedded(i, r) for i, _, r in live)
                     if pending is not None:
                         ctx.report.nodes_embedded += pending.result()
                     pending = writer.submit(store, args)
