@@ -48,6 +48,7 @@ COMMANDS: dict[str, list[str]] = {
     "journal": [],
     "restore": ["n1"],
     "undo": ["0123abcd"],
+    "search": ["capital of France"],
 }
 # These manage the embedded server under CAR_DREAM_DATA_DIR and never talk to
 # CAR_DREAM_REDIS_URL: an unreachable one is no error of theirs.
