@@ -11,6 +11,7 @@ import logging
 import threading
 from typing import Any
 
+import redis
 from celery import Celery
 
 from .config import DreamConfig, load_config, load_config_from, mask_url
@@ -208,7 +209,23 @@ def preflight(celery_app: Celery, *, refuse_eviction: bool = True) -> None:
         warning = check_eviction_at(var, urls[var], allow=allow, refuse=refuse_eviction)
         if warning:
             log.warning("car-dream: %s", warning)
+        if refuse_eviction:  # the worker: it runs the passes that keep the vector index
+            warning = _vector_sets_warning(urls[var])
+            if warning:
+                log.warning("car-dream: %s", warning)
     except ConfigError as exc:
         log.critical("car-dream: %s", exc)
         # SystemExit, not an Exception: Celery's signal dispatch would log and go on.
         raise SystemExit(f"car-dream: {exc}") from None
+
+
+def _vector_sets_warning(url: str) -> str | None:
+    from .search import vector_sets_warning  # numpy and the scripts: only in a worker
+
+    client = memory_client(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        return vector_sets_warning(client)
+    except (redis.ConnectionError, redis.TimeoutError):
+        return None  # not there yet: the eviction check said so already
+    finally:
+        client.close()

@@ -3,7 +3,8 @@
 The checker verifies one namespace: every index entry points to an existing node
 of the right state, every node is in the indexes its fields require, supersession
 and premise links point to existing nodes (or are counted as dangling, which is
-normal after garbage collection), and the embedding counts add up.
+normal after garbage collection), and the embedding counts add up. On Redis 8 the
+vector index holds every live embedded node and nothing else (``vector_*`` problems).
 
 Each node is judged by one read-only Lua script call (in batches), so a verdict is
 atomic even while agents write and passes run. ``repair=True`` re-derives the index
@@ -28,6 +29,7 @@ from .clock import ServerClock
 from .errors import RepairRefusedError
 from .keys import NAMESPACES_KEY, SUFFIX
 from .lock import PassLock
+from .search import vector_sets_available
 from .store import KINDS, MemoryStore
 
 __all__ = ["CheckReport", "RepairRefusedError", "check_store"]
@@ -50,6 +52,7 @@ class CheckReport(BaseModel):
     embedded: int = 0
     unembedded_index: int = 0
     embedding_counts_match: bool = True
+    vector_index: int | None = None  # nodes in the vector index; None: no vector sets
     vector_bytes: list[int] = Field(default_factory=list)
     dangling_supersedes: int = 0
     dangling_superseded_by: int = 0
@@ -68,7 +71,9 @@ class CheckReport(BaseModel):
         head = "ok" if self.ok else f"{self.problems} problem(s)"
         line = (
             f"[{self.namespace}] {head}: {self.nodes} nodes, {self.embedded} embedded, "
-            f"{self.unembedded_index} unembedded; dangling supersedes={self.dangling_supersedes} "
+            f"{self.unembedded_index} unembedded"
+            + ("" if self.vector_index is None else f", {self.vector_index} in the vector index")
+            + f"; dangling supersedes={self.dangling_supersedes} "
             f"superseded_by={self.dangling_superseded_by} premises={self.dangling_premises}"
         )
         if self.repair:
@@ -89,6 +94,10 @@ def _candidates(store: MemoryStore) -> list[str]:
         ids.update(m.decode() for m, _ in c.zscan_iter(zkey, count=1000))
     for skey in (k.invalidate, k.unembedded):
         ids.update(m.decode() for m in c.sscan_iter(skey, count=1000))
+    if vector_sets_available(c, k):  # a vector set has no SCAN: all its elements at once
+        size = int(c.execute_command("VCARD", k.vectors))
+        if size:
+            ids.update(m.decode() for m in c.execute_command("VRANDMEMBER", k.vectors, size))
     return sorted(ids)
 
 
@@ -110,6 +119,8 @@ def _inspect(store: MemoryStore, started: float) -> tuple[CheckReport, dict[str,
     report = CheckReport(namespace=store.namespace, checked_at=datetime.now(UTC))
     model = store.client.hget(store.keys.meta, "embed_model")
     report.embedding_model = model.decode() if model else None
+    if vector_sets_available(store.client, store.keys):
+        report.vector_index = int(store.client.execute_command("VCARD", store.keys.vectors))
     kinds: Counter[str] = Counter()
     sizes: Counter[int] = Counter()
     by_id: dict[str, list[str]] = {}

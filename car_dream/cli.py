@@ -20,6 +20,7 @@ from .cli_env import Env, pass_env
 from .cli_journal import journal, restore, undo
 from .cli_passes import cancel, check, reports, run_once, status, trigger
 from .cli_schedule import schedule
+from .cli_search import search
 from .config import mask_url
 from .errors import CarDreamError, ConfigError
 from .keys import validate_namespace
@@ -93,6 +94,7 @@ for command in (
     restore,
     undo,
     calibrate,
+    search,
 ):
     cli.add_command(command)
 

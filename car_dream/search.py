@@ -35,6 +35,7 @@ __all__ = [
     "search",
     "subject_tag",
     "vector_sets_available",
+    "vector_sets_warning",
 ]
 
 DEFAULT_SCAN_LIMIT = 10_000
@@ -83,6 +84,17 @@ def vector_sets_available(client: Any, keys: Keys) -> bool:
         except ResponseError as exc:
             known.available = "unknown command" not in str(exc).lower()
     return known.available
+
+
+def vector_sets_warning(client: Any) -> str | None:
+    """What a worker says once at start-up on a Redis without vector sets; else None."""
+    if vector_sets_available(client, Keys("default")):
+        return None
+    return (
+        "this Redis has no vector sets (they come with Redis 8): search by meaning "
+        "(store.search, car-dream search) scans the nodes, up to CAR_DREAM_SEARCH_SCAN_LIMIT "
+        "of them, and fails beyond; every pass step works as usual"
+    )
 
 
 def query_vector(
@@ -225,13 +237,17 @@ def _scan(
     want_subject = None if subject is None else subject.encode()
     found: list[str] = []
     rows: list[np.ndarray] = []
+    other = 0  # the dimension of the stored vectors, when not the query's
     for start in range(0, len(ids), SCAN_CHUNK):
         chunk = ids[start : start + SCAN_CHUNK]
         pipe = client.pipeline(transaction=False)
         for node_id in chunk:
             pipe.hmget(keys.node(node_id), SCAN_FIELDS)
         for node_id, (m, blob, sup, exp, subj) in zip(chunk, pipe.execute(), strict=True):
-            if m != model or blob is None or sup is not None or len(blob) != 4 * vec.size:
+            if m != model or blob is None or sup is not None:
+                continue
+            if len(blob) != 4 * vec.size:
+                other = len(blob) // 4
                 continue
             if exp is not None and _expired(exp, now):
                 continue
@@ -240,6 +256,8 @@ def _scan(
             found.append(node_id)
             rows.append(np.frombuffer(blob, dtype=np.float32))
     if not found:
+        if other:  # as VSIM refuses a query of another dimension
+            raise InvalidInputError(f"query vector: {vec.size} dimensions, the memory's {other}")
         return []
     matrix = np.vstack(rows)
     norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(vec))

