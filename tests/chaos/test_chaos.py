@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from car_dream.celery_config import beat_max_loop_interval
+from car_dream.dedup import normalise
 from car_dream.journal import REMOVALS, JournalEntry, entries
 from car_dream.store import MemoryStore
 from car_dream.tasks import TASK_NAME
@@ -238,22 +239,34 @@ def test_3_writers_during_passes(
             if not exists and time.time() < exp:
                 gone_alive.append(eid)
     superseded = {r["old"] for r in rows if r["op"] == "supersede"}
-    facts = [r["id"] for r in rows if r["op"] in ("fact", "supersede")]
-    lost_facts = [f for f in facts if f not in superseded and not client.exists(store.keys.node(f))]
-    lost_conclusions = [
-        r["id"]
-        for r in rows
-        if r["op"] == "conclusion"
-        and r["premise"] not in superseded
-        and not client.exists(store.keys.node(r["id"]))
+    # Merged duplicates: each superseded by a live node of the same content, at that time.
+    merged, wrong_merges = merged_duplicates(client, store)
+    facts = [r["id"] for r in rows if r["op"] in ("fact", "supersede", "shared")]
+    lost_facts = [
+        f
+        for f in facts
+        if f not in superseded and f not in merged and not client.exists(store.keys.node(f))
     ]
+    # No conclusion lost or invalidated unless its premise was superseded by a writer (or
+    # merged before the conclusion was written: then it cites a superseded node).
+    lost_conclusions = []
+    for r in rows:
+        if r["op"] != "conclusion" or r["premise"] in superseded:
+            continue
+        if merged.get(r["premise"], float("inf")) <= r.get("t0", 0.0):
+            continue
+        key = store.keys.node(r["id"])
+        if not client.exists(key) or client.hget(key, "superseded_by") is not None:
+            lost_conclusions.append(r["id"])
     lost = len(early) + len(gone_alive) + len(lost_facts) + len(lost_conclusions)
     assert lost == 0, (early[:5], gone_alive[:5], lost_facts[:5], lost_conclusions[:5])
+    assert wrong_merges == [], wrong_merges[:5]
     # Passes really did remove things meanwhile: expired, superseded, invalidated.
     done = tap.completed()
     assert sum(r.expired_pruned for r in done) > 0
     assert sum(r.superseded_gc for r in done) > 0
     assert sum(r.conclusions_invalidated for r in done) > 0
+    assert sum(r.duplicates_merged for r in done) > 0
     procs.stop()
     procs.procs.clear()
     # Read once the passes have stopped: the journal and the nodes at the same moment.
@@ -272,9 +285,38 @@ def test_3_writers_during_passes(
             "-",
             f"{sum(r.expired_pruned for r in done)} expired pruned, "
             f"{sum(r.superseded_gc for r in done)} superseded collected, "
+            f"{sum(r.duplicates_merged for r in done)} duplicates merged, "
             f"each vanished node journaled once",
         )
     )
+
+
+def merged_duplicates(
+    client: redis.Redis, store: MemoryStore
+) -> tuple[dict[str, float], list[Any]]:
+    """Each node the merge step superseded (its journal entry) -> when; and those whose
+    canonical, followed through later merges, is not a live node of the same normalised
+    content."""
+    merges = {e.node: e for e in entries(client, store.keys) if e.step == "merge"}
+    by: dict[str, str | None] = {}
+    for e in entries(client, store.keys):
+        if e.step == "collect" and e.node in merges:
+            by[e.node] = e.fields.get("superseded_by")
+    for node in merges:
+        raw = client.hget(store.keys.node(node), "superseded_by")
+        if raw is not None:
+            by[node] = raw.decode()
+    wrong: list[Any] = []
+    for node, e in merges.items():
+        cur, hops = by.get(node), 0
+        while cur in merges and hops < 100:
+            cur, hops = by.get(cur), hops + 1
+        canon = store.get(cur) if cur else None
+        same = canon is not None and not canon.superseded
+        same = same and normalise(canon.content) == normalise(e.fields["content"])  # type: ignore[union-attr]
+        if not same or e.reason != "duplicate":
+            wrong.append((node, e.reason, cur))
+    return {node: e.at for node, e in merges.items()}, wrong
 
 
 def journal_accounts(client: redis.Redis, store: MemoryStore, rows: list[Any]) -> list[Any]:
@@ -282,7 +324,9 @@ def journal_accounts(client: redis.Redis, store: MemoryStore, rows: list[Any]) -
     each with a reason that held when it was written; what does not add up."""
     created: Counter[str] = Counter()
     for r in rows:
-        if r["op"] in ("fact", "supersede", "conclusion") or (r["op"] == "env" and r["created"]):
+        if r["op"] in ("fact", "supersede", "conclusion", "shared") or (
+            r["op"] == "env" and r["created"]
+        ):
             created[r["id"]] += 1
     removals: dict[str, list[JournalEntry]] = {}
     for e in entries(client, store.keys):

@@ -1,5 +1,7 @@
 """One writer process of chaos scenario 3: ingests facts, supersedes them, writes
-conclusions and keeps environment nodes alive by refreshing them before they expire.
+conclusions, writes facts other writers write too (in another case or spacing: exact
+duplicates for the merge step, some cited by a conclusion) and keeps environment nodes
+alive by refreshing them before they expire.
 Every operation is logged as one JSON line, with the times around the call."""
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from car_dream.store import MemoryStore
 
 LIFE = 4.0  # an environment node lives this long after each refresh
 REFRESH_BEFORE = 2.0  # refreshed when this close to its expiry
+SHARED = [f"Shared note {k}: the build server is in rack {k}." for k in range(8)]
 
 
 def main(url: str, namespace: str, writer: str, duration: float, log_path: str) -> None:
@@ -56,6 +59,15 @@ def main(url: str, namespace: str, writer: str, duration: float, log_path: str) 
             cid = f"{writer}.c.{n}"
             store.ingest_conclusion(cid, f"derived from {fid}", premises=[fid])
             log(op="conclusion", id=cid, premise=fid)
+        if rng.random() < 0.15:  # a duplicate of another writer's (or its own) fact
+            sid, text = f"{writer}.s.{n}", SHARED[rng.randrange(len(SHARED))]
+            text = rng.choice((text, text.upper(), text.lower(), "  " + text.replace(" ", "  ")))
+            store.ingest_fact(sid, "shared", text)
+            log(op="shared", id=sid)
+            if rng.random() < 0.5:
+                cid, t0 = f"{writer}.sc.{n}", time.time()
+                store.ingest_conclusion(cid, f"derived from {sid}", premises=[sid])
+                log(op="conclusion", id=cid, premise=sid, t0=t0)
         head = fid
         n += 1
         time.sleep(0.02)
