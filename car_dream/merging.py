@@ -1,6 +1,6 @@
 """What the merge step decides, from what it reads: the nodes embedded in this pass, their
 exact duplicates (the digest index, on any Redis) and their near duplicates
-(``store.search`` on a Redis with vector sets), grouped by
+(the vector index that ``store.search`` reads, on a Redis with vector sets), grouped by
 :func:`car_dream.dedup.complete_linkage` and given a canonical by
 :func:`car_dream.dedup.canonical`. Nothing here writes; ``merge.lua`` applies.
 """
@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dedup import MergeCandidate, canonical, complete_linkage, guard_blocks, normalise
-from .search import vector_sets_available
+from .search import vector_sets_available, vsim_filter
 from .store import MemoryStore
 
 __all__ = ["Embedded", "Member", "MergePlan", "digest_key", "plan_merges"]
 
-FIELDS = ("kind", "subject", "pinned", "timestamp", "rev", "superseded_by", "content")
+FIELDS = ("kind", "subject", "pinned", "timestamp", "rev", "superseded_by", "content", "expires_at")
 
 
 @dataclass(frozen=True)
@@ -63,28 +63,39 @@ def _text(v: bytes | None) -> str | None:
     return None if v is None else v.decode("utf-8", "surrogateescape")
 
 
+def _number(raw: bytes, default: float | None) -> float | None:
+    try:
+        return float(raw)
+    except ValueError:
+        return default
+
+
 def read_members(
-    store: MemoryStore, ids: Sequence[str], revs: dict[str, str], model: str, new: bool
+    store: MemoryStore,
+    ids: Sequence[str],
+    revs: dict[str, str],
+    model: str,
+    new: bool,
+    now: float | None = None,
 ) -> list[Member]:
     """The live nodes among ``ids`` with their vectors of ``model`` (one round trip); an
     id in ``revs`` only at that revision (a node rewritten since it was embedded is the
-    next pass's)."""
+    next pass's). Environment nodes expired by ``now`` are left out."""
     pipe = store.client.pipeline(transaction=False)
     for i in ids:
         pipe.hmget(store.keys.node(i), *FIELDS, "emb", "emb_model")
     out = []
     for i, raw in zip(ids, pipe.execute(), strict=True):
-        kind, subject, pinned, ts, rev, sup, content, emb, emb_model = raw
+        kind, subject, pinned, ts, rev, sup, content, expires, emb, emb_model = raw
         if kind is None or content is None or rev is None or sup is not None:
             continue
+        if expires is not None and now is not None and (_number(expires, None) or now + 1) <= now:
+            continue  # expired: the prune step's, not a canonical
         if i in revs and revs[i] != rev.decode():
             continue
         vec = np.frombuffer(emb, np.float32) if emb and _text(emb_model) == model else None
         k, s, c = kind.decode(), _text(subject) or "", _text(content) or ""
-        try:
-            stamp = float(ts) if ts is not None else None
-        except ValueError:
-            stamp = None
+        stamp = _number(ts, None) if ts is not None else None
         out.append(
             Member(i, k, s, pinned == b"1", stamp, rev.decode(), c, digest_key(k, s, c), vec, new)
         )
@@ -145,16 +156,54 @@ def components(sims: np.ndarray, threshold: float) -> list[list[int]]:
     return [p for p in parts.values() if len(p) > 1]
 
 
+# VSIM scores a Q8-quantised index: a candidate this far below the threshold is still
+# read, and judged on its exact cosine.
+QUANTISATION_SLACK = 0.02
+
+
+def near_candidates(
+    store: MemoryStore, new: Sequence[Member], threshold: float, across_subjects: bool, k: int
+) -> set[str]:
+    """The ids the vector index puts near each new node (its kind, and its subject unless
+    ``across_subjects``): one VSIM per node, all in one round trip. The index holds only
+    live nodes (the scripts that supersede or remove a node take it out); what was
+    rewritten meanwhile is caught when the candidates are read."""
+    pipe = store.client.pipeline(transaction=False)
+    for m in new:
+        if m.vector is None:
+            continue
+        subject = None if across_subjects or not m.subject else m.subject
+        filt = vsim_filter(m.kind, subject)
+        vec = np.asarray(m.vector, np.float32).tobytes()
+        pipe.execute_command(
+            "VSIM", store.keys.vectors, "FP32", vec, "WITHSCORES", "COUNT", k, "FILTER", filt
+        )
+    found: set[str] = set()
+    for reply in pipe.execute(raise_on_error=False):
+        if isinstance(reply, Exception) or not reply:
+            continue  # no index yet (data from a Redis 7), or a vector of another size
+        # redis-py parses VSIM ... WITHSCORES into a dict; a bare client gives a flat list.
+        pairs = (
+            reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
+        )
+        # VSIM's score is (1 + cosine) / 2.
+        found.update(
+            e.decode() for e, s in pairs if 2 * float(s) - 1 >= threshold - QUANTISATION_SLACK
+        )
+    return found
+
+
 def plan_merges(
     store: MemoryStore,
     embedded: Sequence[Embedded],
     model: str,
     threshold: float,
     across_subjects: bool,
+    now: float,
     search_k: int = 10,
 ) -> MergePlan:
     """Groups of duplicates among the nodes embedded in this pass and the live nodes like
-    them: exact duplicates through the digest index, near ones through ``store.search``."""
+    them: exact duplicates through the digest index, near ones through the vector index."""
     revs = {e.id: e.rev for e in embedded}
     new = read_members(store, list(revs), revs, model, new=True)
     if not new:
@@ -162,21 +211,9 @@ def plan_merges(
     # Exact duplicates: one HMGET of the digest index, whatever the Redis or the model.
     hits = store.client.hmget(store.keys.digests, [m.digest for m in new])
     found = {h.decode() for h in hits if h is not None} - set(revs)
-    # Near duplicates: one VSIM per new node, on a Redis with vector sets only (a Redis 7
-    # would scan every node per query: there, exact duplicates only).
     if vector_sets_available(store.client, store.keys):
-        for m in new:
-            if m.vector is None:
-                continue
-            hits = store.search(
-                [float(x) for x in m.vector],
-                search_k,
-                kind=m.kind,  # type: ignore[arg-type]  # read from a live node: a kind
-                subject=None if across_subjects else (m.subject or None),
-                min_score=threshold,
-            )
-            found.update(h.node.id for h in hits if h.node.id not in revs)
-    members = new + read_members(store, sorted(found), {}, model, new=False)
+        found |= near_candidates(store, new, threshold, across_subjects, search_k) - set(revs)
+    members = new + read_members(store, sorted(found), {}, model, new=False, now=now)
     sims = similarities(members, threshold, across_subjects)
     groups: list[list[Member]] = []
     merged: set[str] = set()

@@ -32,6 +32,7 @@ class Merge:
                 ctx.embedder.model_id,
                 threshold,
                 config.merge_across_subjects,
+                ctx.clock(),
             )
             if not plan.groups and not plan.digests:
                 continue
