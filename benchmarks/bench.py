@@ -40,6 +40,7 @@ import numpy as np
 import psutil
 import redis
 
+from benchmarks.merge_rows import merge_row
 from tests.servers import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -337,7 +338,17 @@ def probed_steps() -> tuple[ProbedStep, ...]:
 
 
 # The first step that asks for the index sizes (prune) pays their one round trip.
-STEPS = ["trajectories", "profiles", "prune", "invalidate", "collect", "embed", "stats", "export"]
+STEPS = [
+    "trajectories",
+    "profiles",
+    "prune",
+    "invalidate",
+    "collect",
+    "embed",
+    "merge",
+    "stats",
+    "export",
+]
 
 
 # -- memory ----------------------------------------------------------------------------
@@ -1324,6 +1335,7 @@ def main(argv: list[str] | None = None) -> int:
             ("6", bench.trigger_latency),
             ("8", bench.worker_memory),
             ("9", bench.scale),
+            ("12", lambda: merge_row(bench)),  # benchmarks/merge_rows.py
         ]
         for num, fn in plan:
             if only and num not in only:
