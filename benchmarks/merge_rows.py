@@ -55,6 +55,7 @@ def merge_row(bench: Bench) -> None:
     server.start()
     try:
         client = counting_client(server.port)
+        version = client.info("server")["redis_version"]
         store = MemoryStore(client, "merge")
         embedder = HashingEmbedder()
         old = texts(n, rng)
@@ -120,6 +121,7 @@ def merge_row(bench: Bench) -> None:
         duplicates_merged=report.duplicates_merged,
         exact_and_near_duplicates_written=m // 2,
         merge_step_ms=report.step_ms["merge"],
+        redis_server=version,
     )
     bench.row(
         "12i",
