@@ -39,7 +39,9 @@ def texts(n: int, rng: random.Random) -> list[str]:
 
 
 def merge_row(bench: Bench) -> None:
-    from benchmarks.bench import RoundTrips, counting_client, log, median
+    import redis
+
+    from benchmarks.bench import CountingConnection, RoundTrips, log, median
     from car_dream.embedder import HashingEmbedder
     from car_dream.store import MemoryStore
     from tests.servers import RedisServer, redis8_binary
@@ -54,7 +56,15 @@ def merge_row(bench: Bench) -> None:
     )
     server.start()
     try:
-        client = counting_client(server.port)
+        # redis-py 8 reads with a 5 s timeout by default: seeding 100,000 vectors (a script
+        # of 500 VADDs each) on a loaded machine may take longer.
+        pool = redis.ConnectionPool(
+            connection_class=CountingConnection,
+            host="127.0.0.1",
+            port=server.port,
+            socket_timeout=120,
+        )
+        client = redis.Redis(connection_pool=pool)
         version = client.info("server")["redis_version"]
         store = MemoryStore(client, "merge")
         embedder = HashingEmbedder()
