@@ -19,12 +19,13 @@ def at(t: float) -> Any:
 
 
 def nodes(store: MemoryStore) -> dict[str, dict[bytes, bytes]]:
-    """Every node's hash without its vector, by id."""
+    """Every node's hash without its vector (nor the merge step's digest, recorded with
+    it), by id."""
     out = {}
     for key in store.client.scan_iter(match=store.keys.node("*"), count=1000):
         raw = store.client.hgetall(key)
         out[key.decode().rsplit(":", 1)[1]] = {
-            k: v for k, v in raw.items() if k not in (b"emb", b"emb_model")
+            k: v for k, v in raw.items() if k not in (b"emb", b"emb_model", b"digest")
         }
     return out
 

@@ -164,7 +164,8 @@ end
 -- The journal (journal.py reads it). A script that removes or supersedes nodes for a
 -- pass sets JOURNAL = {pass = id, step = name, keep = retention secs}; every removal
 -- and supersession below then adds one entry, in the same script as the change, with
--- the node's fields as they were (not its vector) and its dependents. nil: no entry
+-- the node's fields as they were (not its vector, nor the merge step's digest: both
+-- are made again once a restored node is embedded) and its dependents. nil: no entry
 -- (an agent's own write superseding a node is no pass's doing). Without `keep` (a
 -- restore) nothing is trimmed: the passes trim.
 local JOURNAL = nil
@@ -174,7 +175,8 @@ local function journal(id, reason, deps)
   local raw = redis.call('HGETALL', nk(id))
   local f = {}
   for i = 1, #raw, 2 do
-    if raw[i] ~= 'emb' and raw[i] ~= 'emb_model' then f[raw[i]] = raw[i + 1] end
+    local k = raw[i]
+    if k ~= 'emb' and k ~= 'emb_model' and k ~= 'digest' then f[k] = raw[i + 1] end
   end
   local entry = {'pass', JOURNAL.pass, 'step', JOURNAL.step, 'node', id, 'reason', reason,
     'fields', cjson.encode(f), 'deps', cjson.encode(deps or NONE)}
