@@ -164,4 +164,3 @@ def test_similarities_block_what_may_not_merge() -> None:
     assert across[0, 2] > 0.99
     parts = components(sims, 0.9)
     assert [0, 3] in [sorted(p) for p in parts]
-
