@@ -40,6 +40,7 @@ import numpy as np
 import psutil
 import redis
 
+from benchmarks.search_rows import search_row
 from tests.servers import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -1324,6 +1325,7 @@ def main(argv: list[str] | None = None) -> int:
             ("6", bench.trigger_latency),
             ("8", bench.worker_memory),
             ("9", bench.scale),
+            ("11", lambda: search_row(bench)),  # benchmarks/search_rows.py
         ]
         for num, fn in plan:
             if only and num not in only:
