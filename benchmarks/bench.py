@@ -41,6 +41,7 @@ import psutil
 import redis
 
 from benchmarks.merge_rows import merge_row
+from benchmarks.search_rows import search_row
 from tests.servers import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -1335,6 +1336,7 @@ def main(argv: list[str] | None = None) -> int:
             ("6", bench.trigger_latency),
             ("8", bench.worker_memory),
             ("9", bench.scale),
+            ("11", lambda: search_row(bench)),  # benchmarks/search_rows.py
             ("12", lambda: merge_row(bench)),  # benchmarks/merge_rows.py
         ]
         for num, fn in plan:

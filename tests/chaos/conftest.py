@@ -24,12 +24,15 @@ from car_dream.store import MemoryStore
 
 from ..celery_env import Processes
 from ..conftest import wait_for
-from ..servers import RedisServer
+from ..servers import RedisServer, redis8_binary
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    s = RedisServer(tmp_path / "redis")
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
+    # A scenario asks for a Redis 8 (vector sets: the search index kept too) with
+    # @pytest.mark.parametrize("server", ["redis8"], indirect=True).
+    redis8 = getattr(request, "param", None) == "redis8"
+    s = RedisServer(tmp_path / "redis", binary=redis8_binary() if redis8 else None)
     s.start()
     yield s
     s.stop()

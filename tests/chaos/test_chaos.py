@@ -188,6 +188,7 @@ def test_2_pass_loses_its_lock_while_frozen(
 # -- 3 -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("server", ["redis8"], indirect=True)  # the vector index kept too
 def test_3_writers_during_passes(
     server: RedisServer, procs: Processes, tap: ReportTap, tmp_path: Path, record: Any
 ) -> None:
@@ -272,7 +273,8 @@ def test_3_writers_during_passes(
     # Read once the passes have stopped: the journal and the nodes at the same moment.
     unaccounted = journal_accounts(client, store, rows)
     assert unaccounted == [], unaccounted[:5]
-    assert_invariants(store)
+    checked = assert_invariants(store)  # the vector index included: Redis 8
+    assert checked.vector_index, checked
     dup = overlapping(tap.reports)
     assert dup == 0
     record(
@@ -286,7 +288,8 @@ def test_3_writers_during_passes(
             f"{sum(r.expired_pruned for r in done)} expired pruned, "
             f"{sum(r.superseded_gc for r in done)} superseded collected, "
             f"{sum(r.duplicates_merged for r in done)} duplicates merged, "
-            f"each vanished node journaled once",
+            f"each vanished node journaled once, vector index of {checked.vector_index} "
+            "checked (Redis 8)",
         )
     )
 
