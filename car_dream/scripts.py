@@ -72,6 +72,7 @@ PARTS = {
     "touch": ("lib",),
     "forget": ("lib",),
     "search": (),  # reads only
+    "scan_vectors": (),  # reads only
 }
 
 SOURCES = {
@@ -100,3 +101,4 @@ class Scripts(PerClient):
         self.touch = script("touch")
         self.forget = script("forget")
         self.search = script("search")
+        self.scan_vectors = script("scan_vectors")
