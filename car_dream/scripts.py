@@ -73,6 +73,7 @@ PARTS = {
     "forget": ("lib",),
     "merge": ("lib",),
     "search": (),  # reads only
+    "scan_vectors": (),  # reads only
 }
 
 SOURCES = {
@@ -102,3 +103,4 @@ class Scripts(PerClient):
         self.forget = script("forget")
         self.merge = script("merge")
         self.search = script("search")
+        self.scan_vectors = script("scan_vectors")

@@ -40,9 +40,6 @@ __all__ = [
 
 DEFAULT_SCAN_LIMIT = 10_000
 MAX_K = 1000
-# Fields the exact scan reads of each node before ranking it.
-SCAN_FIELDS = ("emb_model", "emb", "superseded_by", "expires_at", "subject")
-SCAN_CHUNK = 1000
 
 
 class SearchHit(BaseModel):
@@ -208,7 +205,8 @@ def _scan(
     min_score: float | None,
     scan_limit: int,
 ) -> list[SearchHit]:
-    """Exact search over the live embedded nodes, read from their hashes."""
+    """Exact search over the live embedded nodes, their vectors read by one script
+    (scan_vectors.lua), ranked here."""
     kinds = KINDS if kind is None else (kind,)
     pipe = client.pipeline(transaction=False)
     for kd in kinds:
@@ -227,43 +225,24 @@ def _scan(
             "on Redis 8 with data from an older Redis, `car-dream check --repair` builds "
             "the index"
         )
-    pipe = client.pipeline(transaction=False)
-    for kd in kinds:
-        pipe.smembers(keys.kind(kd))
-    pipe.time()
-    *members, (secs, micros) = pipe.execute()
-    now = secs + micros / 1e6
-    ids = sorted({m.decode() for group in members for m in group})
-    want_subject = None if subject is None else subject.encode()
-    found: list[str] = []
-    rows: list[np.ndarray] = []
-    other = 0  # the dimension of the stored vectors, when not the query's
-    for start in range(0, len(ids), SCAN_CHUNK):
-        chunk = ids[start : start + SCAN_CHUNK]
-        pipe = client.pipeline(transaction=False)
-        for node_id in chunk:
-            pipe.hmget(keys.node(node_id), SCAN_FIELDS)
-        for node_id, (m, blob, sup, exp, subj) in zip(chunk, pipe.execute(), strict=True):
-            if m != model or blob is None or sup is not None:
-                continue
-            if len(blob) != 4 * vec.size:
-                other = len(blob) // 4
-                continue
-            if exp is not None and _expired(exp, now):
-                continue
-            if want_subject is not None and (subj or b"") != want_subject:
-                continue
-            found.append(node_id)
-            rows.append(np.frombuffer(blob, dtype=np.float32))
+    reply = Scripts.of(client).scan_vectors(
+        keys=[keys.meta],
+        args=[keys.prefix, 4 * vec.size, "0" if subject is None else "1" + subject, *kinds],
+    )
+    found = reply[0].decode().split("\n") if reply[0] else []
     if not found:
-        if other:  # as VSIM refuses a query of another dimension
-            raise InvalidInputError(f"query vector: {vec.size} dimensions, the memory's {other}")
+        if int(reply[2]):  # as VSIM refuses a query of another dimension
+            raise InvalidInputError(
+                f"query vector: {vec.size} dimensions, the memory's {int(reply[2]) // 4}"
+            )
         return []
-    matrix = np.vstack(rows)
+    matrix = np.frombuffer(reply[1], dtype=np.float32).reshape(len(found), vec.size)
     norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(vec))
     scores = (matrix @ vec) / np.where(norms > 0, norms, 1.0)
-    order = np.argsort(-scores, kind="stable")[:k]
-    top = [(found[i], float(scores[i])) for i in order]
+    order = np.argsort(-scores, kind="stable")[: 2 * k]
+    # An id in two kind sets (drift the check repairs) is read twice: ranked once.
+    top = list({found[i]: float(scores[i]) for i in reversed(order)}.items())
+    top = sorted(top, key=lambda hit: -hit[1])[:k]
     if min_score is not None:
         top = [(node_id, s) for node_id, s in top if s >= min_score]
     pipe = client.pipeline(transaction=False)
@@ -275,10 +254,3 @@ def _scan(
         if node is not None and not node.superseded:  # changed since it was read
             hits.append(SearchHit(node=node, score=score))
     return hits
-
-
-def _expired(raw: bytes, now: float) -> bool:
-    try:
-        return float(raw) <= now
-    except ValueError:
-        return False

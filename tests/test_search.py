@@ -18,6 +18,7 @@ from car_dream.config import DreamConfig
 from car_dream.consolidate import run_pass
 from car_dream.errors import InvalidInputError, SearchUnavailableError
 from car_dream.search import vector_sets_warning
+from car_dream.steps.embed import STORE_CHUNK, store_parts
 from car_dream.store import MemoryStore
 
 from .servers import RedisServer
@@ -201,3 +202,27 @@ def test_a_worker_says_once_that_search_needs_redis_8(
     warning = vector_sets_warning(real_client)
     assert warning is not None and "Redis 8" in warning
     assert vector_sets_warning(redis8.client()) is None
+
+
+def test_store_parts_cuts_a_batch_into_calls() -> None:
+    blob = b"".join(bytes([i]) * 8 for i in range(5))
+    args = ["m", 8, "a\nb\nc\nd\ne", "1\n2\n3\n4\n5", blob, "x\ny"]
+    parts = store_parts(args, 2)
+    assert [p[2] for p in parts] == ["a\nb", "c\nd", "e"]
+    assert [p[3] for p in parts] == ["1\n2", "3\n4", "5"]
+    assert b"".join(p[4] for p in parts) == blob and parts[2][4] == bytes([4]) * 8
+    assert [p[5] for p in parts] == ["x\ny", "", ""]
+    assert store_parts(["m", 0, "", "", b"", "x"], 2) == [["m", 0, "", "", b"", "x"]]
+
+
+def test_a_pass_indexes_a_batch_in_several_calls(
+    redis8_store: MemoryStore, config: DreamConfig
+) -> None:
+    s = redis8_store
+    batch = s.batch()
+    for i in range(STORE_CHUNK * 2 + 5):
+        batch.ingest_fact(f"n{i}", f"s{i % 3}", f"note {i} about topic {i % 7}")
+    batch.execute()
+    report = run_pass(s, config, force=True, embedder=EMB)
+    assert report.nodes_embedded == STORE_CHUNK * 2 + 5 == vcard(s)
+    assert check_store(s).ok

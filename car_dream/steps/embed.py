@@ -21,8 +21,12 @@ from ..embedder import Embedder, embed_checked
 from ..errors import EmbedderError, shown
 from ..merging import Embedded
 from ..pipeline import PassContext
+from ..search import vector_sets_available
 
 Page = tuple[str, list[list[Any]]]
+# Vectors per STORE_VECTORS call on a Redis with vector sets: each VADD holds Redis about
+# 0.3-2.6 ms (row 11 of make bench), so a call holds it tens of ms, not a whole batch's worth.
+STORE_CHUNK = 64
 
 
 class Embed:
@@ -41,8 +45,14 @@ class Embed:
         def fetch(cursor: str) -> Page:
             return ctx.store.unembedded_page(cursor, ctx.batch_size)
 
+        script = ctx.store.scripts.store_vectors
+        # On Redis 8 each stored vector is also added to the vector index, in the script
+        # (VADD runs synchronously there): a few dozen a call keep Redis answering others.
+        indexed = vector_sets_available(ctx.store.client, ctx.store.keys)
+
         def store(args: list[Any]) -> int:
-            return int(ctx.fenced(ctx.store.scripts.store_vectors, *args)[1])
+            parts = store_parts(args, STORE_CHUNK) if indexed else [args]
+            return sum(int(ctx.fenced(script, *part)[1]) for part in parts)
 
         inflight: set[str] = set()
         pending: Future[int] | None = None
@@ -129,6 +139,25 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def store_parts(args: list[Any], n: int) -> list[list[Any]]:
+    """STORE_VECTORS arguments (see :func:`vector_args`) cut into calls of ``n`` vectors;
+    the vanished ids go with the first."""
+    model, size, ids, revs, blob, gone = args
+    id_list, rev_list = ids.split("\n") if ids else [], revs.split("\n") if revs else []
+    parts = [
+        [
+            model,
+            size,
+            "\n".join(id_list[c : c + n]),
+            "\n".join(rev_list[c : c + n]),
+            blob[c * size : (c + n) * size],
+            gone if c == 0 else "",
+        ]
+        for c in range(0, len(id_list), n)
+    ]
+    return parts or [args]
 
 
 def vector_args(
