@@ -164,3 +164,16 @@ def test_similarities_block_what_may_not_merge() -> None:
     assert across[0, 2] > 0.99
     parts = components(sims, 0.9)
     assert [0, 3] in [sorted(p) for p in parts]
+
+
+def test_the_merge_script_is_fenced(store: MemoryStore) -> None:
+    store.ingest_fact("a", "s", "Twice.")
+    store.ingest_fact("b", "s", "twice.")
+    revs = {i: store.client.hget(store.keys.node(i), "rev").decode() for i in "ab"}  # type: ignore[union-attr]
+    group = f"b {revs['b']} a {revs['a']}"
+    reply = store.scripts.merge(
+        keys=[store.keys.lock], args=[store.keys.prefix, "not-the-token", "1", "p", "60", group, ""]
+    )
+    assert reply == [b"lost"]
+    assert live(store, "a") and live(store, "b")
+    assert store.client.xlen(store.keys.journal) == 0
