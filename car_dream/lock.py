@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .keepalive import KEEPALIVE
 from .keys import Keys
 from .lua_files import lua
 from .registry import PerClient
@@ -194,25 +195,13 @@ class PassLock:
 
     @contextlib.contextmanager
     def keepalive(self) -> Iterator[None]:
-        """Extend the lock every third of its TTL from a daemon thread while the body runs."""
-        stop = threading.Event()
-
-        def beat() -> None:
-            while not stop.wait(self.ttl / 3):
-                try:
-                    if not self.extend():
-                        return
-                except Exception as exc:  # a blip: fencing still protects the data
-                    log.warning("car-dream: lock keepalive failed: %s", exc)
-
-        thread = threading.Thread(target=beat, name=f"car-dream-lock-{self.keys.namespace}")
-        thread.daemon = True
-        thread.start()
+        """Extend the lock every third of its TTL while the body runs (the process's
+        keepalive thread, :mod:`car_dream.keepalive`)."""
+        key = KEEPALIVE.add(self)
         try:
             yield
         finally:
-            stop.set()
-            thread.join(timeout=5)
+            KEEPALIVE.remove(key)
 
 
 def lock_state(client: Any, keys: Keys) -> LockState:
