@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import struct
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,34 +29,45 @@ class Batch:
 
 @dataclass(frozen=True)
 class Listing:
-    """The ``*.jsonl`` files of a trajectory directory: ``(name, size)`` sorted by name,
-    and a digest of every file's name, size, inode and modification time, which changes
-    whenever a file is added, removed, appended to or replaced."""
+    """The ``*.jsonl`` files of a trajectory directory as ``(name, size)``, in the
+    directory's order, and a digest of each file's name, size, inode and modification
+    time, which changes whenever a file is added, removed, appended to or replaced."""
 
-    files: list[tuple[str, int]]
+    entries: list[tuple[str, int]]
     digest: str
     problem: str | None = None  # the directory could not be listed: why
 
+    @property
+    def files(self) -> list[tuple[str, int]]:
+        """``(name, size)`` of each file, sorted by name (the order they are read in)."""
+        return sorted(self.entries)
+
+
+_STAT = struct.Struct("<qqq").pack
+
 
 def list_directory(directory: Path) -> Listing:
-    """One listing of ``directory`` (one ``stat`` per file, no file opened)."""
-    found: list[tuple[str, int, int, int]] = []
+    """One listing of ``directory``: a ``stat`` per file, no file opened.
+
+    The digest follows the directory's own order (stable while it is unchanged; a
+    reordering costs one pass that finds nothing new), so an idle pass does not sort."""
+    found: list[tuple[str, int]] = []
+    parts: list[bytes] = []
     try:
         with os.scandir(directory) as entries:
             for e in entries:
-                if e.name.endswith(".jsonl") and not e.name.startswith(".") and e.is_file():
+                name = e.name
+                if name.endswith(".jsonl") and name[0] != "." and e.is_file():
                     st = e.stat()
-                    found.append((e.name, st.st_size, st.st_ino, st.st_mtime_ns))
-    except NotADirectoryError:
-        return Listing([], "", f"trajectory dir {directory}: not a directory")
-    except FileNotFoundError:
+                    found.append((name, st.st_size))
+                    parts.append(name.encode("utf-8", "surrogateescape"))
+                    parts.append(_STAT(st.st_size, st.st_ino, st.st_mtime_ns))
+    except (NotADirectoryError, FileNotFoundError):
         return Listing([], "", f"trajectory dir {directory}: not a directory")
     except OSError as exc:
         return Listing([], "", f"trajectory dir {directory}: {exc}")
-    found.sort()
-    text = "\n".join(f"{n}\0{size}\0{ino}\0{mtime}" for n, size, ino, mtime in found)
-    digest = hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16)
-    return Listing([(n, size) for n, size, _, _ in found], digest.hexdigest())
+    digest = hashlib.blake2b(b"\0".join(parts), digest_size=16).hexdigest()
+    return Listing(found, digest)
 
 
 def read_batches(
