@@ -70,7 +70,6 @@ def trigger_latency(bench: Bench) -> None:
     every = {k: [x for r in rounds for x in r[k]] for k in kinds}
     stats: dict[str, dict[str, Any]] = {
         k: {
-            "median_ms": median([median(r[k]) for r in rounds]) * 1000,
             "interval_medians_ms": [median(r[k]) * 1000 for r in rounds],
             "interval_ratios": [median(r[k]) / median(r["noop"]) for r in rounds],
             "p99_ms": pct(every[k], 99) * 1000,
@@ -78,18 +77,21 @@ def trigger_latency(bench: Bench) -> None:
         for k in kinds
     }
     bench.extra["trigger"] = stats
-    base: float = stats["noop"]["median_ms"]
     for kind, target in (("coalesced", 1.1), ("idle pass", 1.2)):
-        m: float = stats[kind]["median_ms"]
-        ratios = ", ".join(f"{r:.2f}" for r in stats[kind]["interval_ratios"])
+        # The interval whose ratio is the median of the three: its two medians are shown.
+        ratios = stats[kind]["interval_ratios"]
+        mid = sorted(range(len(rounds)), key=lambda i: ratios[i])[len(rounds) // 2]
+        m: float = stats[kind]["interval_medians_ms"][mid]
+        base: float = stats["noop"]["interval_medians_ms"][mid]
+        shown = ", ".join(f"{r:.2f}" for r in ratios)
         bench.row(
             "6",
             f"trigger -> report, {kind}; p99 {stats[kind]['p99_ms']:.1f} ms "
-            f"(no-op {stats['noop']['p99_ms']:.1f}); intervals {ratios}",
+            f"(no-op {stats['noop']['p99_ms']:.1f}); intervals {shown}",
             m,
             base,
             "ms",
-            f"ratio <= {target} at the median of 3",
+            f"ratio <= {target}, median of 3 intervals",
             m <= target * base,
             p99_ms=stats[kind]["p99_ms"],
             noop_p99_ms=stats["noop"]["p99_ms"],

@@ -30,9 +30,14 @@ class Keepalive:
     or until an extension finds it lost."""
 
     def __init__(self) -> None:
+        self._keys = itertools.count()
+        self._reset()
+
+    def _reset(self) -> None:
+        """A fresh state: at start, and in a forked child (the thread is the parent's, and
+        its condition may have been held by it at the fork)."""
         self._cond = threading.Condition()
         self._due: dict[int, tuple[Extendable, float]] = {}  # key -> (lock, next time)
-        self._keys = itertools.count()
         self._busy: int | None = None  # the key being extended now
         self._pid: int | None = None
         self._thread: threading.Thread | None = None
@@ -82,3 +87,4 @@ class Keepalive:
 
 
 KEEPALIVE = Keepalive()
+os.register_at_fork(after_in_child=KEEPALIVE._reset)
