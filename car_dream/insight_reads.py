@@ -11,10 +11,13 @@ from typing import Any
 from .keys import Keys
 from .node import text
 
-__all__ = ["PROFILES_FILE_READ", "InsightReads"]
+__all__ = ["PROFILES_FILE_READ", "TRAJ_LISTING", "InsightReads"]
 
 # Field of the meta hash: the version of the profiles file the last pass read.
 PROFILES_FILE_READ = "profiles_file"
+# Field of the meta hash: the digest of the trajectory directory's listing (names, sizes,
+# times) as of the last pass that read every file in it to its end.
+TRAJ_LISTING = "traj_listing"
 
 
 class InsightReads:
@@ -51,10 +54,6 @@ class InsightReads:
     def profile_digests(self, model_ids: Sequence[str]) -> list[str | None]:
         """The digest of the profile last turned into a fact, per model id."""
         return [text(d) for d in self.client.hmget(self.keys.profile_digests, list(model_ids))]
-
-    def profiles_file_read(self) -> str | None:
-        """The version of the profiles file the last pass read, if any."""
-        return text(self.client.hget(self.keys.meta, PROFILES_FILE_READ))
 
 
 def _counts(raw: bytes | None) -> Counter[str]:

@@ -5,7 +5,8 @@ scripts themselves (``journal`` in ``lib.lua``), in the same script as the chang
 removal and its entry exist together or not at all. Each holds the pass id, the step,
 the node id, the reason, the node's fields as they were (not its vector) and the
 conclusions that cited it. The pass trims entries older than
-``CAR_DREAM_JOURNAL_RETENTION_SECS`` as it adds new ones (``XADD ... MINID``).
+``CAR_DREAM_JOURNAL_RETENTION_SECS`` as it adds new ones (``XADD ... MINID``) and when
+it completes (``XTRIM ... MINID`` in ``end_pass.lua``, so an idle namespace's too).
 Reading goes newest first, a page at a time.
 """
 

@@ -3,7 +3,8 @@
 Its value is ``running:<token>`` while a pass runs and ``done:<token>`` for the rest
 of the window after a completed pass, so a trigger can tell "running" from
 "consolidated recently". Every change compares the token first. This module owns that
-format: it builds and parses the value, here and in its scripts below; the fence of
+format: it builds and parses the value, here, in its scripts below and in the rules
+of ``lua/lock.lua`` that the scripts beginning and ending a pass share; the fence of
 the destructive scripts (``lib.lua``) gets :data:`RUNNING` from here. The pause flag
 is set and cleared here too.
 """
@@ -19,7 +20,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .keepalive import KEEPALIVE
 from .keys import Keys
+from .lua_files import lua
 from .registry import PerClient
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "Acquired",
     "LockState",
     "PassLock",
+    "lock_script",
     "lock_state",
     "pause",
     "queue_lock_state",
@@ -52,27 +56,12 @@ local function held(v, prefix)
 end
 """
 
+# The rules of acquire and finish are functions in car_dream/lua/lock.lua, shared with
+# the scripts that begin and end a pass; lock_script() assembles such a script.
+_RULES = _FORMAT + lua("lock")
+
 # KEYS: lock, paused. ARGV: token, ttl_secs, force (0/1), takeover|'', ignore_pause (0/1).
-ACQUIRE = (
-    _FORMAT
-    + r"""
-if ARGV[5] ~= '1' and redis.call('EXISTS', KEYS[2]) == 1 then
-  return {'paused', redis.call('PTTL', KEYS[1])}
-end
-local mine = RUNNING .. ARGV[1]
-if redis.call('SET', KEYS[1], mine, 'NX', 'EX', ARGV[2]) then return {'acquired', 0} end
-local v = redis.call('GET', KEYS[1])
-local done = held(v, DONE)
-if not v or (done and ((ARGV[4] ~= '' and done == ARGV[4]) or ARGV[3] == '1')) then
-  redis.call('SET', KEYS[1], mine, 'EX', ARGV[2])
-  return {'acquired', 0}
-end
--- A plain trigger merges into the running or finished pass; only a forced one,
--- which would have run, is told that a pass is running.
-if held(v, RUNNING) and ARGV[3] == '1' then return {'running', redis.call('PTTL', KEYS[1])} end
-return {'coalesced', redis.call('PTTL', KEYS[1])}
-"""
-)
+ACQUIRE = _RULES + "return acquire(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
 
 # KEYS: lock, cancel. ARGV: token, ttl_ms. 0 lost, 1 extended, 2 extended but cancelled.
 EXTEND = (
@@ -86,14 +75,7 @@ return 1
 )
 
 # KEYS: lock. ARGV: token, ttl_secs. Marks the window "consolidated recently".
-FINISH = (
-    _FORMAT
-    + r"""
-if held(redis.call('GET', KEYS[1]), RUNNING) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], DONE .. ARGV[1], 'EX', ARGV[2])
-return 1
-"""
-)
+FINISH = _RULES + "return finish(KEYS[1], ARGV[1], ARGV[2])"
 
 # KEYS: lock. ARGV: token. Deletes the lock only if this token holds it.
 RELEASE = (
@@ -120,6 +102,12 @@ return tok
 )
 
 
+def lock_script(name: str) -> str:
+    """The script ``car_dream/lua/<name>.lua`` after the lock's format and rules: it may
+    call ``acquire`` and ``finish`` of ``lock.lua``."""
+    return _RULES + lua(name)
+
+
 class _Scripts(PerClient):
     def __init__(self, client: Any) -> None:
         self.acquire = client.register_script(ACQUIRE)
@@ -137,6 +125,13 @@ class Acquired:
     @property
     def ok(self) -> bool:
         return self.outcome == "acquired"
+
+    @classmethod
+    def from_reply(cls, outcome: bytes | str, pttl: int | bytes) -> Acquired:
+        """From ``acquire``'s reply ``{outcome, pttl}``."""
+        ms = int(pttl)
+        text = outcome.decode() if isinstance(outcome, bytes) else outcome
+        return cls(text, ms / 1000 if ms > 0 else None)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -165,18 +160,18 @@ class PassLock:
         """Take the lock. ``force`` also takes it over a "done" window; ``takeover`` over
         this token's own "done" (a trailing pass); ``ignore_pause`` even while paused
         (``check --repair``). Never beside a running pass."""
-        outcome, pttl = self.scripts.acquire(
+        reply = self.scripts.acquire(
             keys=[self.keys.lock, self.keys.paused],
-            args=[
-                self.token,
-                self.ttl,
-                int(force),
-                self.token if takeover else "",
-                int(ignore_pause),
-            ],
+            args=self.acquire_args(force=force, takeover=takeover, ignore_pause=ignore_pause),
         )
-        pttl = int(pttl)
-        return Acquired(outcome.decode(), pttl / 1000 if pttl > 0 else None)
+        return Acquired.from_reply(reply[0], reply[1])
+
+    def acquire_args(
+        self, *, force: bool = False, takeover: bool = False, ignore_pause: bool = False
+    ) -> list[Any]:
+        """ARGV[1..5] of ``acquire`` in ``lock.lua`` (KEYS: lock, paused), for
+        :func:`lock_script` scripts that take the lock too."""
+        return [self.token, self.ttl, int(force), self.token if takeover else "", int(ignore_pause)]
 
     def extend(self) -> bool:
         """Re-arm the TTL while running; notes loss and cancellation. False if lost."""
@@ -200,25 +195,13 @@ class PassLock:
 
     @contextlib.contextmanager
     def keepalive(self) -> Iterator[None]:
-        """Extend the lock every third of its TTL from a daemon thread while the body runs."""
-        stop = threading.Event()
-
-        def beat() -> None:
-            while not stop.wait(self.ttl / 3):
-                try:
-                    if not self.extend():
-                        return
-                except Exception as exc:  # a blip: fencing still protects the data
-                    log.warning("car-dream: lock keepalive failed: %s", exc)
-
-        thread = threading.Thread(target=beat, name=f"car-dream-lock-{self.keys.namespace}")
-        thread.daemon = True
-        thread.start()
+        """Extend the lock every third of its TTL while the body runs (the process's
+        keepalive thread, :mod:`car_dream.keepalive`)."""
+        key = KEEPALIVE.add(self)
         try:
             yield
         finally:
-            stop.set()
-            thread.join(timeout=5)
+            KEEPALIVE.remove(key)
 
 
 def lock_state(client: Any, keys: Keys) -> LockState:

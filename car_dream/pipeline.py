@@ -22,6 +22,8 @@ from .embedder import Embedder
 from .errors import LockLostError, PassCancelledError
 from .lock import PassLock
 from .merging import Embedded
+from .node import text
+from .pass_start import PassStart
 from .report import ConsolidationReport
 from .shutdown import SHUTDOWN
 from .store import IndexSizes, MemoryStore
@@ -53,7 +55,15 @@ class PassContext:
     cancel_event: threading.Event | None = None
     # The nodes the embed step stored vectors for in this pass (the merge step's input).
     embedded: list[Embedded] = field(default_factory=list)
+    # What the script that took the lock read (pass_start.py); None: read when asked.
+    start: PassStart | None = None
+    # What a step's due() found that its run() uses (a directory listing, a version).
+    found: dict[str, Any] = field(default_factory=dict)
     _sizes: IndexSizes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.start is not None:
+            self._sizes = self.start.sizes
 
     @property
     def batch_size(self) -> int:
@@ -61,14 +71,23 @@ class PassContext:
 
     @property
     def sizes(self) -> IndexSizes:
-        """The work indexes' sizes, read once (one round trip) when a step first asks.
-
-        The ingest steps come first and never ask, so what they write is counted.
-        """
+        """The work indexes' sizes: as read when the lock was taken, or read again (one
+        round trip) when a step asks after :meth:`sizes_changed`."""
         if self._sizes is None:
             self._sizes = self.store.index_sizes(due=self.clock())
             self.checkpoint()
         return self._sizes
+
+    def sizes_changed(self) -> None:
+        """A step wrote nodes (the ingest steps' insight facts): the next step to ask
+        reads the sizes again, so what was written is counted, and collected."""
+        self._sizes = None
+
+    def bookkeeping(self, name: str) -> str | None:
+        """A meta field as the lock's script read it (``pass_start.META_READ``)."""
+        if self.start is not None and self.start.meta is not None:
+            return self.start.bookkeeping(name)
+        return text(self.store.client.hget(self.store.keys.meta, name))
 
     def refresh_sizes(self) -> IndexSizes:
         self._sizes = self.store.index_sizes()

@@ -14,7 +14,15 @@ from typing import Any, NamedTuple
 from .errors import shown
 from .trajectory import ensure_encodable, reject_constant
 
-__all__ = ["FIGURES", "MISSING", "Profiles", "load_profiles", "profile_digest", "profile_insight"]
+__all__ = [
+    "FIGURES",
+    "MISSING",
+    "Profiles",
+    "load_profiles",
+    "profile_digest",
+    "profile_insight",
+    "profiles_version",
+]
 
 MAX_SUMMARY = 2000
 MISSING = "missing"
@@ -50,6 +58,23 @@ def _bad_figure(profile: dict[str, Any]) -> str | None:
     return None
 
 
+def _read(path: Path) -> tuple[bytes | None, str, str | None]:
+    """The file's bytes (None if unreadable), its version, and why it is unreadable."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None, MISSING, None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return None, f"unreadable: {reason}", f"profiles {path.name}: {reason}"
+    return raw, hashlib.sha256(raw).hexdigest(), None
+
+
+def profiles_version(path: Path) -> str:
+    """The version :func:`load_profiles` would report, without parsing the file."""
+    return _read(path)[1]
+
+
 def load_profiles(path: Path) -> Profiles:
     """The valid profiles of the file at ``path``, one problem per skipped entry, and
     the version of the file read.
@@ -58,14 +83,9 @@ def load_profiles(path: Path) -> Profiles:
     problem; a missing one, no profiles and no problem (version MISSING). Duplicate ids
     keep the first entry.
     """
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return Profiles({}, [], MISSING)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        return Profiles({}, [f"profiles {path.name}: {reason}"], f"unreadable: {reason}")
-    version = hashlib.sha256(raw).hexdigest()
+    raw, version, problem = _read(path)
+    if raw is None:
+        return Profiles({}, [problem] if problem else [], version)
     try:
         data = json.loads(raw.decode("utf-8"), parse_constant=reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

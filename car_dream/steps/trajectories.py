@@ -1,9 +1,10 @@
 """Trajectories -> one insight fact per tool and per source, rewritten as counts change.
 
-Records are read from ``CAR_DREAM_TRAJECTORY_DIR`` past each file's watermark. Each batch
-is one fenced write of the new absolute counts and the watermark, sent by a writer thread
-in order while the next batch is parsed; insights are then written from the "dirty" set,
-which survives a crash between the two.
+Records are read from ``CAR_DREAM_TRAJECTORY_DIR`` past each file's watermark, when the
+directory's listing (names, sizes, times) differs from the one the last pass read
+through. Each batch is one fenced write of the new absolute counts and the watermark,
+sent by a writer thread in order while the next batch is parsed; insights are then
+written from the "dirty" set, which survives a crash between the two.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from ..insight_reads import TRAJ_LISTING
 from ..insights import slot_id, source_insight, tool_insight
 from ..pipeline import PassContext
-from ..trajectory_reader import Batch, read_batches
+from ..trajectory_reader import Batch, Listing, list_directory, read_batches
 
 # Running counts kept in memory during a pass (tools plus sources).
 COUNTS_CACHED = 10_000
@@ -27,21 +29,31 @@ class Trajectories:
     name = "trajectories"
 
     def due(self, ctx: PassContext) -> bool:
-        return ctx.config.trajectory_dir is not None
+        """Due when the directory's listing differs from the one the last pass read
+        through (one listing, no file opened, no round trip) or insights wait."""
+        if ctx.config.trajectory_dir is None:
+            return False
+        listing = ctx.found[self.name] = list_directory(ctx.config.trajectory_dir)
+        dirty = ctx.start.dirty_insights if ctx.start is not None else 1
+        return bool(listing.problem or dirty or listing.digest != ctx.bookkeeping(TRAJ_LISTING))
 
     def run(self, ctx: PassContext) -> None:
         """The counts are read from Redis once per tool or source and then kept here (only
         a pass holding this namespace's lock writes them)."""
-        assert ctx.config.trajectory_dir is not None
+        directory = ctx.config.trajectory_dir
+        assert directory is not None
+        listing: Listing = ctx.found.get(self.name) or list_directory(directory)
         k = ctx.store.keys
         offsets = ctx.store.trajectory_offsets()
         counts: Counts = {k.traj_tools: {}, k.traj_sources: {}}
         pending: Future[int] | None = None
+        whole = False  # a file could not be read to its end: listed again next pass
         with ThreadPoolExecutor(1, thread_name_prefix="car-dream-traj") as writer:
             try:
-                for item in read_batches(ctx.config.trajectory_dir, offsets, ctx.batch_size):
+                for item in read_batches(directory, offsets, ctx.batch_size, listing):
                     if isinstance(item, str):
                         ctx.report.warn(item)
+                        whole = True
                         continue
                     ctx.checkpoint()
                     if sum(map(len, counts.values())) > COUNTS_CACHED:
@@ -58,12 +70,17 @@ class Trajectories:
                 if pending is not None:
                     pending.result()
         ctx.report.trajectory_insights += write_dirty_insights(ctx)
+        if not whole and listing.digest != ctx.bookkeeping(TRAJ_LISTING):
+            apply_insights(ctx, {"hset": {k.meta: {TRAJ_LISTING: listing.digest}}})
 
 
 def apply_insights(ctx: PassContext, payload: dict[str, Any]) -> int:
     """One fenced APPLY_INSIGHTS write; the number of insight facts it wrote."""
     script = ctx.store.scripts.apply_insights
-    return int(ctx.fenced(script, repr(ctx.clock()), json.dumps(payload))[1])
+    written = int(ctx.fenced(script, repr(ctx.clock()), json.dumps(payload))[1])
+    if written:
+        ctx.sizes_changed()
+    return written
 
 
 def insight_fact(slot: str, base: str, content: str) -> dict[str, Any]:
