@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from .config import load_config
 from .embedder import Embedder, embed_checked
@@ -80,6 +80,12 @@ def vector_sets_available(client: Any, keys: Keys) -> bool:
             known.available = True
         except ResponseError as exc:
             known.available = "unknown command" not in str(exc).lower()
+        except RedisError as exc:
+            # A cluster client refuses, before sending, a command its servers' COMMAND
+            # table lacks; anything else (a lost connection) is not an answer.
+            if "doesn't exist in redis commands" not in str(exc).lower():
+                raise
+            known.available = False
     return known.available
 
 
