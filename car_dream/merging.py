@@ -136,6 +136,24 @@ def similarities(members: Sequence[Member], threshold: float, across_subjects: b
     return sims
 
 
+def may_merge(a: Member, b: Member, threshold: float, across_subjects: bool) -> bool:
+    """Whether candidate pair ``a``, ``b`` may merge on its own: the pair rule of
+    :func:`similarities`, applied to the candidate edges before the parts are formed, so
+    texts of one template that the guard tells apart (a number, a date, a name) never make
+    one dense part whose every pair would be judged (quadratic in the part's size)."""
+    if a.digest == b.digest:
+        return True  # kind and subject are in the digest
+    if a.kind != b.kind or not (across_subjects or a.subject == b.subject):
+        return False
+    if a.vector is None or b.vector is None or a.vector.shape != b.vector.shape:
+        return False
+    va, vb = np.asarray(a.vector, np.float64), np.asarray(b.vector, np.float64)
+    norms = float(np.linalg.norm(va) * np.linalg.norm(vb))
+    if norms == 0.0 or float(va @ vb) / norms < threshold:
+        return False
+    return not guard_blocks(a.content, b.content)
+
+
 def parts(n: int, edges: Iterable[tuple[int, int]]) -> list[list[int]]:
     """The connected parts (two or more, each sorted) of a graph on ``range(n)``."""
     parent = list(range(n))
@@ -228,11 +246,19 @@ def plan_merges(
     found = sorted({b for _, b in pairs} - set(revs))
     members = new + read_members(store, found, {}, model, new=False, now=now)
     at = {m.id: i for i, m in enumerate(members)}
-    edges = [(at[a], at[b]) for a, b in pairs if a != b and a in at and b in at]
+    edges = [
+        (at[a], at[b])
+        for a, b in pairs
+        if a != b
+        and a in at
+        and b in at
+        and may_merge(members[at[a]], members[at[b]], threshold, across_subjects)
+    ]
     linked: list[list[int]] = []
-    # Each connected part of the candidate graph is judged on its own: exact cosines of
-    # its members, the guard, complete linkage. A part beyond MAX_PART members (a dense
-    # cluster) is judged MAX_PART at a time, in id order: fewer merges, never a wrong one.
+    # Each connected part of the graph of candidate pairs that may merge is judged on its
+    # own: exact cosines of its members, the guard, complete linkage. A part beyond
+    # MAX_PART members (a dense cluster) is judged MAX_PART at a time, in id order: fewer
+    # merges, never a wrong one.
     for part in parts(len(members), edges):
         part.sort(key=lambda i: members[i].id)
         for c in range(0, len(part), MAX_PART):

@@ -13,7 +13,7 @@ from car_dream.check import check_store
 from car_dream.config import DreamConfig, load_config
 from car_dream.consolidate import run_pass
 from car_dream.journal import entries
-from car_dream.merging import Member, components, digest_key, similarities
+from car_dream.merging import Member, components, digest_key, may_merge, similarities
 from car_dream.store import MemoryStore
 
 NOW = 1_800_000_000.0
@@ -164,6 +164,44 @@ def test_similarities_block_what_may_not_merge() -> None:
     assert across[0, 2] > 0.99
     parts = components(sims, 0.9)
     assert [0, 3] in [sorted(p) for p in parts]
+
+
+def test_a_candidate_pair_may_merge_by_the_same_rule_as_similarities() -> None:
+    a = member("a", "The meeting is at 3pm.", [1, 0])
+    assert may_merge(a, member("d", "THE MEETING IS AT 3PM.", [0, 1]), 0.9, False)  # exact
+    assert may_merge(a, member("p", "The meeting takes place at 3pm.", [1, 0.1]), 0.9, False)
+    assert not may_merge(a, member("b", "The meeting is at 4pm.", [1, 0.01]), 0.9, False)
+    assert not may_merge(a, member("c", "The meeting at 3pm.", [1, 0.02], subject="t"), 0.9, False)
+    assert may_merge(a, member("c", "The meeting at 3pm.", [1, 0.02], subject="t"), 0.9, True)
+    assert not may_merge(a, member("f", "The meeting is at 3 pm.", [0, 1]), 0.9, False)  # far
+    assert not may_merge(
+        a, member("k", "The meeting is at 3pm.", [1, 0], kind="environment"), 0.9, False
+    )
+
+
+def test_texts_of_one_template_make_no_dense_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Observations that differ only in a number are one dense cluster by cosine; the guard
+    tells every pair apart, so each is judged once as a candidate pair and no part forms
+    (before: every pair of a 500-node part went through the guard)."""
+    import car_dream.merging as merging
+
+    calls: list[int] = []
+    real = merging.guard_blocks
+
+    def counted(a: str, b: str) -> bool:
+        calls.append(1)
+        return real(a, b)
+
+    monkeypatch.setattr(merging, "guard_blocks", counted)
+    n = 60
+    members = [member(f"o{i}", f"Observation {i} about the door.", [1, i * 1e-4]) for i in range(n)]
+    chain = [(members[i].id, members[i + 1].id) for i in range(n - 1)]
+    at = {m.id: i for i, m in enumerate(members)}
+    edges = [
+        (at[a], at[b]) for a, b in chain if may_merge(members[at[a]], members[at[b]], 0.9, False)
+    ]
+    assert edges == [] and len(calls) == n - 1
+    assert merging.parts(n, edges) == []
 
 
 def test_the_merge_script_is_fenced(store: MemoryStore) -> None:
