@@ -1,6 +1,7 @@
 """What the merge step decides, from what it reads: the nodes embedded in this pass, their
 exact duplicates (the digest index, on any Redis) and their near duplicates
-(the vector index that ``store.search`` reads, on a Redis with vector sets), grouped by
+(one unfiltered ``VSIM`` of the vector index per new node, on a Redis with vector sets;
+kind and subject checked on the candidates read back), grouped by
 :func:`car_dream.dedup.complete_linkage` and given a canonical by
 :func:`car_dream.dedup.canonical`. Nothing here writes; ``merge.lua`` applies.
 """
