@@ -1,10 +1,11 @@
 """Merge duplicates of the nodes embedded in this pass (README "Merging duplicates").
 
 Runs only when the embed step stored vectors in this pass: an idle pass sends nothing.
-:func:`car_dream.merging.plan_merges` decides (exact duplicates through the digest index
-on any Redis, near ones through the vector index, one ``VSIM`` per new node); one fenced ``merge.lua`` call per batch of groups supersedes
-each duplicate by its group's canonical (reason ``duplicate``, journaled) and moves the
-conclusions citing it to the canonical. GC collects the duplicates as superseded nodes.
+:func:`car_dream.merging.plan_merges` decides (exact duplicates through the digest
+index on any Redis, near ones through the vector index, one ``VSIM`` per new node); one
+fenced ``merge.lua`` call per batch of groups supersedes each duplicate by its group's
+canonical (reason ``duplicate``, journaled) and moves the conclusions citing it to the
+canonical. GC collects the duplicates as superseded nodes.
 """
 
 from __future__ import annotations
